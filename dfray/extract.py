@@ -1,0 +1,162 @@
+"""Extract stage: one video in, its faces out (read + decode + detect + crop).
+
+Decode and face cropping happen in the same process so full-resolution frames never
+leave it; only uint8 crops (and a few numbers) move on. Every failure becomes a status
+and a message on the row. The stage does not know where it runs: the runner passes an
+`on_start(video_id) -> attempt` callback (a durable attempt counter) so a video that
+keeps killing its worker is written as `error` after `max_attempts`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import socket
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from dfray import storage
+from dfray.config import DecodeConfig, FaceConfig, StorageConfig
+from dfray.decode import DecodeError, decode_frames, frame_indices
+
+FACE_COLUMNS = ("face_frame_index", "face_boxes", "face_probs")
+
+
+def extract_schema(sizes: tuple[int, ...]):
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("video_id", pa.string()),
+            ("uri", pa.string()),
+            ("label", pa.int8()),
+            ("size_bytes", pa.int64()),
+            ("etag", pa.string()),
+            ("status", pa.string()),
+            ("error", pa.string()),
+            ("n_frames", pa.int32()),
+            ("n_faces", pa.int32()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("fps", pa.float32()),
+            ("frame_count", pa.int32()),
+            ("duration_s", pa.float32()),
+            ("decode_s", pa.float32()),
+            ("detect_s", pa.float32()),
+            ("attempts", pa.int16()),
+            ("worker", pa.string()),
+            ("face_frame_index", pa.binary()),
+            ("face_boxes", pa.binary()),
+            ("face_probs", pa.binary()),
+            *[(f"crops_{s}", pa.binary()) for s in sizes],
+        ]
+    )
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class VideoExtractor:
+    """Holds a FaceExtractor (MTCNN); `__call__(row)` returns the extracted row."""
+
+    def __init__(
+        self,
+        faces: FaceConfig,
+        decode: DecodeConfig,
+        store: StorageConfig,
+        sizes: tuple[int, ...],
+        device: str = "cpu",
+        timeout_s: float = 300.0,
+        max_attempts: int = 3,
+        on_start: Callable[[str], int] | None = None,
+    ):
+        from dfray.faces import FaceExtractor
+
+        self.faces = FaceExtractor(faces, device)
+        self.decode_cfg = decode
+        self.store = store
+        self.sizes = sizes
+        self.timeout_s = timeout_s
+        self.max_attempts = max_attempts
+        self.on_start = on_start
+        self._pool = cf.ThreadPoolExecutor(1, thread_name_prefix="dfray-extract")
+
+    def __call__(self, row: dict) -> dict:
+        out = self._base(row)
+        attempt = self.on_start(row["video_id"]) if self.on_start else 1
+        out["attempts"] = attempt
+        if attempt > self.max_attempts:
+            out["status"] = "error"
+            out["error"] = (
+                f"video crashed its worker {attempt - 1} times (limit {self.max_attempts}); "
+                "not retried"
+            )
+            return out
+        future = self._pool.submit(self._process, row, out)
+        try:
+            return future.result(timeout=self.timeout_s)
+        except cf.TimeoutError:
+            # The stuck thread cannot be killed; abandon it and carry on with a fresh one.
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = cf.ThreadPoolExecutor(1, thread_name_prefix="dfray-extract")
+            out = self._base(row)
+            out.update(attempts=attempt, status="timeout",
+                       error=f"no result within the per-video limit of {self.timeout_s:g} s")
+            return out
+
+    def _base(self, row: dict) -> dict:
+        out = {k: row.get(k) for k in ("video_id", "uri", "label", "size_bytes", "etag")}
+        out.update(status=None, error=None, n_frames=0, n_faces=0, worker=worker_name())
+        return out
+
+    def _process(self, row: dict, out: dict) -> dict:
+        uri = row["uri"]
+        t0 = time.perf_counter()
+        try:
+            if storage.is_s3(uri):
+                source = storage.read_bytes(uri, self.store)
+            else:
+                with open(uri, "rb") as f:
+                    source = f.read()
+        except OSError as e:
+            return {**out, "status": "read_error", "error": _msg(e)}
+        if len(source) == 0:
+            return {**out, "status": "read_error", "error": "empty file (0 bytes)"}
+        try:
+            frames, info = decode_frames(source, self.decode_cfg.n_frames)
+        except DecodeError as e:
+            return {**out, "status": "decode_error", "error": _msg(e),
+                    "decode_s": time.perf_counter() - t0}
+        out.update(
+            n_frames=int(frames.shape[0]), width=info.width, height=info.height, fps=info.fps,
+            frame_count=info.frame_count, duration_s=info.duration_s,
+            decode_s=time.perf_counter() - t0,
+        )
+        t1 = time.perf_counter()
+        try:
+            idx = frame_indices(info.frame_count, self.decode_cfg.n_frames)[: frames.shape[0]]
+            faces = self.faces.extract(frames, idx, self.sizes)
+        except Exception as e:  # a model failure on one video must not end the run
+            return {**out, "status": "error", "error": f"face extraction failed: {_msg(e)}"}
+        del frames
+        out["detect_s"] = time.perf_counter() - t1
+        out["n_faces"] = len(faces)
+        if len(faces) == 0:
+            out["status"] = "no_faces"
+            out["error"] = f"no face found in {out['n_frames']} sampled frames"
+            return out
+        out["face_frame_index"] = faces.frame_index.astype(np.int32).tobytes()
+        out["face_boxes"] = faces.boxes.astype(np.float32).tobytes()
+        out["face_probs"] = faces.probs.astype(np.float32).tobytes()
+        for s, crops in faces.crops.items():
+            out[f"crops_{s}"] = np.ascontiguousarray(crops, dtype=np.uint8).tobytes()
+        out["status"] = "extracted"
+        return out
+
+
+def _msg(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return f"{type(e).__name__}: {text}"[:500]

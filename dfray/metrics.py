@@ -1,0 +1,84 @@
+"""Metrics of a finished run: counts by status, log loss, ROC AUC, AP, accuracy.
+
+Scores are never invented in a run; here, explicitly, videos without a score (status
+other than `ok`) are filled with a prior (0.5 by default, as the DFDC did) so that every
+labelled video counts, and how many were filled is reported. `--fill none` instead drops
+them from the score metrics. Log loss is Kaggle's DFDC metric: probabilities clipped to
+[eps, 1 - eps], eps = 1e-15.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+EPS = 1e-15
+
+
+def compute(labels: list, scores: list, statuses: list, fill: float | None = 0.5,
+            eps: float = EPS) -> dict:
+    """Metrics over the labelled videos; `fill` None drops unscored ones."""
+    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+    counts = Counter(statuses)
+    y, p = [], []
+    filled = dropped = unlabelled = 0
+    for label, score in zip(labels, scores, strict=True):
+        if label is None:
+            unlabelled += 1
+            continue
+        if score is None or (isinstance(score, float) and np.isnan(score)):
+            if fill is None:
+                dropped += 1
+                continue
+            score = fill
+            filled += 1
+        y.append(int(label))
+        p.append(float(score))
+    out = {
+        "n_videos": len(statuses),
+        "counts": dict(sorted(counts.items())),
+        "n_labelled": len(y) + dropped,
+        "n_unlabelled": unlabelled,
+        "n_evaluated": len(y),
+        "fill": {"value": fill, "filled": filled, "dropped": dropped},
+        "log_loss": None, "roc_auc": None, "average_precision": None, "accuracy": None,
+    }
+    if not y:
+        return out
+    y_arr, p_arr = np.asarray(y), np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
+    out["log_loss"] = float(log_loss(y_arr, p_arr, labels=[0, 1]))
+    out["accuracy"] = float(np.mean((p_arr >= 0.5) == (y_arr == 1)))
+    if len(set(y)) == 2:
+        out["roc_auc"] = float(roc_auc_score(y_arr, p_arr))
+        out["average_precision"] = float(average_precision_score(y_arr, p_arr))
+    return out
+
+
+def run_metrics(run_dir: str, storage=None, fill: float | None = 0.5) -> dict:
+    from dfray.results import read_videos
+
+    t = read_videos(run_dir, storage)
+    m = compute(t.column("label").to_pylist(), t.column("score").to_pylist(),
+                t.column("status").to_pylist(), fill=fill)
+    m["run_dir"] = run_dir
+    return m
+
+
+def format_metrics(m: dict) -> str:
+    def f(v):
+        return "n/a" if v is None else f"{v:.4f}"
+
+    fill = m["fill"]
+    how = (f"{fill['filled']} unscored labelled videos filled with {fill['value']}"
+           if fill["value"] is not None else f"{fill['dropped']} unscored labelled videos dropped")
+    lines = [
+        f"videos: {m['n_videos']} ({', '.join(f'{k}={v}' for k, v in m['counts'].items())})",
+        f"labelled: {m['n_labelled']}, evaluated: {m['n_evaluated']}; {how}",
+        f"log_loss (clipped 1e-15): {f(m['log_loss'])}",
+        f"roc_auc: {f(m['roc_auc'])}",
+        f"average_precision: {f(m['average_precision'])}",
+        f"accuracy@0.5: {f(m['accuracy'])}",
+    ]
+    return "\n".join(lines)
