@@ -1,0 +1,30 @@
+"""Deepfake detectors: a registry of architectures and the loaded `Detector`.
+
+    from dfray.detectors import create_detector, list_detectors
+    det = create_detector(spec, device="cuda")
+    p_fake = det.predict(crops)          # (N, S, S, 3) uint8 RGB -> (N,) float32
+
+Importing this package registers the built-in architectures (meso4, effnet, torchscript)
+without importing torch; torch and timm are imported when a detector is created.
+"""
+
+from dfray.detectors import effnet, meso4, torchscript  # noqa: F401  (register)
+from dfray.detectors.registry import (
+    Detector,
+    create_detector,
+    get_detector_defaults,
+    list_detectors,
+    register_detector,
+)
+from dfray.detectors.weights import WeightsError, load_state_dict, resolve_weights
+
+__all__ = [
+    "Detector",
+    "WeightsError",
+    "create_detector",
+    "get_detector_defaults",
+    "list_detectors",
+    "load_state_dict",
+    "register_detector",
+    "resolve_weights",
+]
