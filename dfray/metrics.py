@@ -3,7 +3,7 @@
 Scores are never invented in a run; here, explicitly, videos without a score (status
 other than `ok`) are filled with a prior (0.5 by default, as the DFDC did) so that every
 labelled video counts, and how many were filled is reported. `--fill none` instead drops
-them from the score metrics. Log loss is Kaggle's DFDC metric: probabilities clipped to
+them from the score metrics. Accuracy calls a video FAKE when its score is > 0.5. Log loss is Kaggle's DFDC metric: probabilities clipped to
 [eps, 1 - eps], eps = 1e-15.
 """
 
@@ -49,7 +49,7 @@ def compute(labels: list, scores: list, statuses: list, fill: float | None = 0.5
         return out
     y_arr, p_arr = np.asarray(y), np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
     out["log_loss"] = float(log_loss(y_arr, p_arr, labels=[0, 1]))
-    out["accuracy"] = float(np.mean((p_arr >= 0.5) == (y_arr == 1)))
+    out["accuracy"] = float(np.mean((p_arr > 0.5) == (y_arr == 1)))  # 0.5 itself: REAL
     if len(set(y)) == 2:
         out["roc_auc"] = float(roc_auc_score(y_arr, p_arr))
         out["average_precision"] = float(average_precision_score(y_arr, p_arr))

@@ -123,7 +123,7 @@ class _Score:
     def __call__(self, batch):
         import pyarrow as pa
 
-        return pa.Table.from_pylist(self.stage(batch.to_pylist()))
+        return pa.Table.from_pylist(self.stage(batch.to_pylist()), schema=self.stage.schema)
 
 
 def _device(requested: str, use_gpu: bool) -> str:

@@ -17,6 +17,16 @@ from dfray.config import EnsembleConfig
 from dfray.results import now_utc
 
 
+def score_schema(detector_names):
+    """Rows leaving the score stage: the videos table plus the per-face columns."""
+    import pyarrow as pa
+
+    from dfray.results import videos_schema
+
+    extra = [(c, pa.binary()) for c in ("face_frame_index", "face_boxes", "face_probs", "face_scores")]
+    return pa.schema(list(videos_schema(detector_names)) + [pa.field(n, t) for n, t in extra])
+
+
 class EnsembleScorer:
     """Holds the detectors of an ensemble; `__call__(rows)` returns final video rows."""
 
@@ -32,6 +42,7 @@ class EnsembleScorer:
             for spec in cfg.detectors
         ]
         self.weights = {d.spec.name: d.spec.weight for d in self.detectors}
+        self.schema = score_schema([d.spec.name for d in self.detectors])
 
     @property
     def device(self) -> str:

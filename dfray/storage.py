@@ -51,6 +51,7 @@ def _s3fs(cfg: StorageConfig) -> pafs.S3FileSystem:
 
     kw: dict = {
         "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=cfg.max_attempts),
+        "allow_delayed_open": True,  # small objects (parts, run.json) go up as one PUT
     }
     if cfg.region:
         kw["region"] = cfg.region
