@@ -1,0 +1,445 @@
+"""Render a Ray cluster launcher config whose size is capped by a budget and a deadline.
+
+The cap is a hard bound, not a plan: it assumes every worker runs for the whole time until
+the deadline, which is the most the cluster can spend by then.
+
+    hours       = time until the deadline
+    rate(node)  = instance price ($/h, on-demand or spot) + its EBS volumes ($/h)
+    usable      = budget / (1 + margin) − rate(head) × hours        (margin default 0)
+    max_workers = floor(usable / (cap_rate × hours)),  ≥ 0; 0 is an error
+
+EBS volumes are priced from ``BlockDeviceMappings`` at list $/GB-month (gp3 $0.08) / 730 h;
+data transfer and S3 requests are not counted.
+
+Node-type policy (``available_node_types`` other than ``head_node_type`` are workers; a
+worker type is *spot* when ``node_config.InstanceMarketOptions.MarketType`` is ``spot``):
+
+- ``--spot`` (default): enabled = the spot worker types (only those of ``--instance-type``
+  when given) plus, with fallback on (default), the on-demand worker types of the *same*
+  instance types, so the autoscaler can fall back to on-demand when spot is short.
+- ``--on-demand``: enabled = the on-demand worker types (of ``--instance-type`` if given).
+- Every enabled type gets ``max_workers = cap`` and the top-level ``max_workers = cap``;
+  every other worker type gets ``max_workers: 0`` and ``min_workers: 0``.
+- ``cap_rate`` is the *highest* hourly rate among the enabled types (with fallback on
+  that is the on-demand type's): whatever mix of types the autoscaler launches, at most
+  ``cap`` workers each costing at most ``cap_rate`` run, so the spend stays inside the
+  budget. ``--no-fallback`` caps at the spot price instead (more workers, no fallback).
+- ``min_workers`` of enabled types is kept but clipped to the cap.
+
+Network and identity settings come from arguments or a ``terraform output -json`` file
+(``--tf-outputs``): region -> ``provider.region``; subnet ids -> ``node_config.SubnetIds``
+of every node type (``provider.availability_zone`` is then dropped, the subnets decide the
+AZs); security group -> ``node_config.SecurityGroupIds``; head / worker instance profile
+ARNs -> ``node_config.IamInstanceProfile.Arn``; ``--image-id`` -> ``node_config.ImageId``.
+Values still equal to the template's all-zero placeholder IDs are listed in the header and
+warned about. The template's comments are not kept; the
+rendered file starts with a header that records the arithmetic and the price sources.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from dfray.budget.planner import _Prices
+from dfray.budget.prices import Price
+
+DEFAULT_TEMPLATE = "infra/aws-cluster.yaml"
+
+# EBS list prices, USD per GB-month (us-east-1, as of the static price table's date);
+# baseline gp3 IOPS/throughput are included in the GB price.
+EBS_USD_PER_GB_MONTH = {
+    "gp3": 0.08,
+    "gp2": 0.10,
+    "io1": 0.125,
+    "io2": 0.125,
+    "st1": 0.045,
+    "sc1": 0.015,
+    "standard": 0.05,
+}
+HOURS_PER_MONTH = 730.0
+# The template's fake IDs: subnet-000…, sg-000…, ami-000…, account 000000000000.
+_PLACEHOLDER = re.compile(r"\b(?:subnet|sg|ami)-0{8,}\b|:0{12}:")
+
+# terraform output name -> our key; the first name present wins.
+TF_OUTPUT_ALIASES: dict[str, tuple[str, ...]] = {
+    "region": ("region", "aws_region"),
+    "subnet_ids": ("subnet_ids", "private_subnet_ids", "ray_subnet_ids", "public_subnet_ids"),
+    "security_group_id": (
+        "security_group_id",
+        "ray_security_group_id",
+        "cluster_security_group_id",
+        "sg_id",
+    ),
+    "head_profile": (
+        "head_instance_profile_arn",
+        "ray_head_instance_profile_arn",
+        "head_profile_arn",
+    ),
+    "worker_profile": (
+        "worker_instance_profile_arn",
+        "ray_worker_instance_profile_arn",
+        "worker_profile_arn",
+    ),
+    "cluster_name": ("cluster_name",),
+}
+
+
+class RenderError(ValueError):
+    """The cluster config cannot be rendered; the message says why."""
+
+
+@dataclass(frozen=True)
+class WorkerType:
+    name: str
+    instance_type: str
+    market: str  # "spot" | "on_demand"
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    config: dict[str, Any] = field(hash=False)
+    max_workers: int
+    hours: float
+    budget_usd: float
+    margin: float
+    head: Price
+    cap_price: Price
+    enabled: tuple[str, ...]
+    disabled: tuple[str, ...]
+    header: str
+    placeholders: tuple[str, ...] = ()  # values still equal to the template's fake IDs
+    head_usd_per_hour: float = 0.0  # head instance + EBS
+    cap_usd_per_hour: float = 0.0  # the dearest enabled worker type, instance + EBS
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return self.header + yaml.safe_dump(self.config, sort_keys=False, width=100)
+
+
+def load_template(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f)
+    except OSError as e:
+        raise RenderError(f"cannot read cluster template {path}: {e}") from e
+    except yaml.YAMLError as e:
+        raise RenderError(f"cluster template {path} is not valid YAML: {e}") from e
+    if not isinstance(config, dict) or "available_node_types" not in config:
+        raise RenderError(f"{path} is not a Ray cluster config with available_node_types")
+    return config
+
+
+def read_tf_outputs(path: str) -> dict[str, Any]:
+    """Our settings from a ``terraform output -json`` file (``{name: {"value": …}}``)."""
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except (OSError, ValueError) as e:
+        raise RenderError(f"cannot read terraform outputs {path}: {e}") from e
+    if not isinstance(raw, dict):
+        raise RenderError(f"{path} is not `terraform output -json` output")
+    values = {
+        k: (v.get("value") if isinstance(v, dict) and "value" in v else v) for k, v in raw.items()
+    }
+    out: dict[str, Any] = {}
+    for key, names in TF_OUTPUT_ALIASES.items():
+        for name in names:
+            if values.get(name) not in (None, "", []):
+                out[key] = values[name]
+                break
+    if isinstance(out.get("subnet_ids"), str):
+        out["subnet_ids"] = [out["subnet_ids"]]
+    return out
+
+
+def worker_types(config: dict[str, Any]) -> list[WorkerType]:
+    head = config.get("head_node_type")
+    out = []
+    for name, nt in (config.get("available_node_types") or {}).items():
+        if name == head:
+            continue
+        nc = nt.get("node_config") or {}
+        itype = nc.get("InstanceType")
+        if not itype:
+            raise RenderError(f"node type {name} has no node_config.InstanceType")
+        mtype = str((nc.get("InstanceMarketOptions") or {}).get("MarketType", "")).lower()
+        out.append(WorkerType(name, itype, "spot" if mtype == "spot" else "on_demand"))
+    return out
+
+
+def head_instance_type(config: dict[str, Any]) -> str:
+    head = config.get("head_node_type")
+    nt = (config.get("available_node_types") or {}).get(head)
+    if not nt:
+        raise RenderError(f"head_node_type {head!r} is not among available_node_types")
+    itype = (nt.get("node_config") or {}).get("InstanceType")
+    if not itype:
+        raise RenderError(f"head node type {head} has no node_config.InstanceType")
+    return itype
+
+
+def budget_max_workers(
+    budget_usd: float,
+    hours: float,
+    head_usd_per_hour: float,
+    worker_usd_per_hour: float,
+    margin: float = 0.0,
+) -> int:
+    """floor((budget/(1+margin) − head × hours) / (worker × hours)), at least 0."""
+    if hours <= 0:
+        raise RenderError("the deadline must be in the future")
+    usable = budget_usd / (1 + margin) - head_usd_per_hour * hours
+    if usable <= 0:
+        return 0
+    if worker_usd_per_hour <= 0:
+        raise RenderError("a worker price of $0/h puts no bound on max_workers")
+    return max(0, math.floor(usable / (worker_usd_per_hour * hours) + 1e-9))
+
+
+def select_types(
+    workers: list[WorkerType], instance_type: str | None, spot: bool, fallback: bool
+) -> list[WorkerType]:
+    """The worker types to enable (see the module docstring for the policy)."""
+    market = "spot" if spot else "on_demand"
+    chosen = [
+        w
+        for w in workers
+        if w.market == market and (instance_type is None or w.instance_type == instance_type)
+    ]
+    if not chosen:
+        known = ", ".join(f"{w.name} ({w.instance_type} {w.market})" for w in workers) or "none"
+        what = f"{instance_type} " if instance_type else ""
+        raise RenderError(
+            f"the template has no {what}{market.replace('_', '-')} worker type; it has: {known}"
+        )
+    if spot and fallback:
+        itypes = {w.instance_type for w in chosen}
+        chosen += [w for w in workers if w.market == "on_demand" and w.instance_type in itypes]
+    return chosen
+
+
+def ebs_usd_per_hour(node_config: dict[str, Any]) -> float:
+    """Hourly cost of a node's EBS volumes from its BlockDeviceMappings (list $/GB-month,
+    EBS_USD_PER_GB_MONTH, over 730 h). Volumes the template does not list (the AMI's
+    default root volume) are not counted."""
+    total = 0.0
+    for bdm in node_config.get("BlockDeviceMappings") or []:
+        ebs = bdm.get("Ebs") or {}
+        size = ebs.get("VolumeSize")
+        if not size:
+            continue
+        rate = EBS_USD_PER_GB_MONTH.get(
+            str(ebs.get("VolumeType", "gp2")), max(EBS_USD_PER_GB_MONTH.values())
+        )
+        total += float(size) * rate / HOURS_PER_MONTH
+    return total
+
+
+def find_placeholders(config: Any, path: str = "") -> list[str]:
+    """Paths of values that still look like the template's all-zero placeholders."""
+    found: list[str] = []
+    if isinstance(config, dict):
+        for k, v in config.items():
+            found += find_placeholders(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(config, list):
+        for i, v in enumerate(config):
+            found += find_placeholders(v, f"{path}[{i}]")
+    elif isinstance(config, str) and _PLACEHOLDER.search(config):
+        found.append(f"{path}: {config}")
+    return found
+
+
+def summarize_placeholders(found: list[str]) -> list[str]:
+    """``available_node_types.X.node_config.ImageId: ami-0…`` for every X -> one line each."""
+    counts: dict[str, int] = {}
+    for item in found:
+        path, _, value = item.partition(": ")
+        m = re.match(r"available_node_types\.[^.]+\.(.*)$", path)
+        key = re.sub(r"\[\d+\]", "", m.group(1)) + ": " + value if m else item
+        counts[key] = counts.get(key, 0) + (1 if m else 0)
+    return [f"{k} ({n} node types)" if n else k for k, n in counts.items()]
+
+
+def render_cluster(
+    template: dict[str, Any],
+    *,
+    budget_usd: float,
+    deadline_s: float,
+    prices: _Prices,
+    instance_type: str | None = None,
+    spot: bool = True,
+    fallback: bool = True,
+    margin: float = 0.0,
+    max_workers_limit: int | None = None,
+    region: str | None = None,
+    subnet_ids: list[str] | None = None,
+    security_group_id: str | None = None,
+    head_profile: str | None = None,
+    worker_profile: str | None = None,
+    image_id: str | None = None,
+    cluster_name: str | None = None,
+    template_path: str | None = None,
+    now: datetime | None = None,
+) -> RenderResult:
+    """A copy of ``template`` with budget-capped max_workers and the given settings.
+
+    A node's hourly cost is its instance price plus its EBS volumes (ebs_usd_per_hour).
+    """
+    if budget_usd <= 0:
+        raise RenderError(f"the budget must be > 0, got {budget_usd}")
+    if margin < 0:
+        raise RenderError("margin must be >= 0")
+    config = copy.deepcopy(template)
+    now = now or datetime.now().astimezone()
+    hours = deadline_s / 3600.0
+    nts = config["available_node_types"]
+    head_name = config.get("head_node_type")
+    workers = worker_types(config)
+    enabled = select_types(workers, instance_type, spot, fallback)
+    enabled_names = {w.name for w in enabled}
+
+    head = prices.price(head_instance_type(config), spot=False)
+    head_ebs = ebs_usd_per_hour(nts[head_name].get("node_config") or {})
+    head_rate = head.usd_per_hour + head_ebs
+    worker_prices = {
+        w.name: prices.price(w.instance_type, spot=w.market == "spot") for w in enabled
+    }
+    worker_rates = {
+        w.name: worker_prices[w.name].usd_per_hour
+        + ebs_usd_per_hour(nts[w.name].get("node_config") or {})
+        for w in enabled
+    }
+    cap_name = max(enabled, key=lambda w: worker_rates[w.name]).name
+    cap_price, cap_rate = worker_prices[cap_name], worker_rates[cap_name]
+    cap = budget_max_workers(budget_usd, hours, head_rate, cap_rate, margin)
+    usable = budget_usd / (1 + margin) - head_rate * hours
+    if cap == 0:
+        need = (head_rate + cap_rate) * hours * (1 + margin)
+        raise RenderError(
+            f"the budget ${budget_usd:,.2f} cannot pay for one worker until the deadline "
+            f"({hours:.2f} h): the head ({head.instance_type}, ${head_rate:.4f}/h) leaves "
+            f"${max(usable, 0.0):,.2f}, one {cap_price.instance_type} {cap_price.market} worker "
+            f"(${cap_rate:.4f}/h) needs ${cap_rate * hours:,.2f}; at least ${need:,.2f} is "
+            "needed, or a nearer deadline"
+        )
+    budget_cap = cap
+    if max_workers_limit is not None:
+        cap = min(cap, max_workers_limit)
+
+    config["max_workers"] = cap
+    for name, nt in nts.items():
+        if name == head_name:
+            continue
+        if name in enabled_names:
+            nt["max_workers"] = cap
+            nt["min_workers"] = min(int(nt.get("min_workers", 0) or 0), cap)
+        else:
+            nt["max_workers"] = 0
+            nt["min_workers"] = 0
+
+    provider = config.setdefault("provider", {})
+    dropped_az = None
+    if region:
+        provider["region"] = region
+    if cluster_name:
+        config["cluster_name"] = cluster_name
+    for name, nt in nts.items():
+        nc = nt.setdefault("node_config", {})
+        if subnet_ids:
+            nc["SubnetIds"] = list(subnet_ids)
+        if security_group_id:
+            nc["SecurityGroupIds"] = [security_group_id]
+        if image_id:
+            nc["ImageId"] = image_id
+        profile = head_profile if name == head_name else worker_profile
+        if profile:
+            nc["IamInstanceProfile"] = {"Arn": profile}
+    if subnet_ids and "availability_zone" in provider:
+        dropped_az = provider.pop("availability_zone")
+
+    def ebs_note(ebs: float) -> str:
+        return f" + EBS ${ebs:.4f}/h" if ebs else ""
+
+    deadline_at = now + timedelta(seconds=deadline_s)
+    lines = [
+        "Rendered by `dfray cluster render`; edit the template, not this file.",
+        f"template: {template_path or '(in memory)'}; rendered {now.isoformat(timespec='seconds')}",
+        f"budget ${budget_usd:,.2f}, margin {margin:.0%}, deadline "
+        f"{deadline_at.isoformat(timespec='minutes')} ({hours:.3f} h from render time)",
+        f"head: {head.instance_type} on-demand ${head.usd_per_hour:.4f}/h "
+        f"[{head.source}, as of {head.as_of}]{ebs_note(head_ebs)} × {hours:.3f} h "
+        f"= ${head_rate * hours:,.2f}",
+    ]
+    for w in enabled:
+        p = worker_prices[w.name]
+        lines.append(
+            f"worker {w.name}: {w.instance_type} {w.market} ${p.usd_per_hour:.4f}/h "
+            f"[{p.source}, as of {p.as_of}]{ebs_note(worker_rates[w.name] - p.usd_per_hour)}"
+        )
+    lines += [
+        f"cap rate = highest enabled worker rate = ${cap_rate:.4f}/h ({cap_name})",
+        f"max_workers = floor((${budget_usd:,.2f} / {1 + margin:g} - ${head_rate * hours:,.2f})"
+        f" / (${cap_rate:.4f}/h × {hours:.3f} h)) = floor(${usable:,.2f} / "
+        f"${cap_rate * hours:,.2f}) = {budget_cap}"
+        + (f", limited to {cap} by --max-workers" if cap != budget_cap else ""),
+        "worst case, every worker running until the deadline: $"
+        f"{(head_rate + cap * cap_rate) * hours:,.2f} <= ${budget_usd / (1 + margin):,.2f}",
+        "enabled worker types (max_workers = cap): " + ", ".join(sorted(enabled_names)),
+        "disabled worker types (max_workers = 0): "
+        + (", ".join(w.name for w in workers if w.name not in enabled_names) or "none"),
+        "policy: spot types plus the on-demand fallback of the same instance types; "
+        "any mix stays within the cap rate"
+        if spot and fallback
+        else "policy: only the selected market; no fallback",
+    ]
+    if dropped_az:
+        lines.append(f"provider.availability_zone {dropped_az!r} dropped: the subnets set the AZs")
+    lines.append(
+        "not counted: data transfer, S3 requests, EBS snapshots; spot prices move, and the "
+        "dfray budget governor enforces the cap at run time"
+    )
+    placeholders = summarize_placeholders(find_placeholders(config))
+    if placeholders:
+        lines.append("STILL PLACEHOLDERS (fill them in before `ray up`):")
+        lines += [f"  {p}" for p in placeholders]
+    header = "".join(f"# {line}\n" for line in lines) + "\n"
+    return RenderResult(
+        config=config,
+        max_workers=cap,
+        hours=hours,
+        budget_usd=budget_usd,
+        margin=margin,
+        head=head,
+        cap_price=cap_price,
+        enabled=tuple(w.name for w in enabled),
+        disabled=tuple(w.name for w in workers if w.name not in enabled_names),
+        header=header,
+        placeholders=tuple(placeholders),
+        head_usd_per_hour=head_rate,
+        cap_usd_per_hour=cap_rate,
+    )
+
+
+def validate_ray_config(config: dict[str, Any]) -> None:
+    """Raise if ``config`` is not a valid Ray cluster config (Ray's schema, with defaults)."""
+    import logging
+
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    # prepare_config logs what defaults it fills in at INFO; that is noise here.
+    util_log = logging.getLogger("ray.autoscaler._private.util")
+    level = util_log.level
+    util_log.setLevel(logging.WARNING)
+    try:
+        validate_config(prepare_config(copy.deepcopy(config)))
+    finally:
+        util_log.setLevel(level)
