@@ -52,19 +52,19 @@ def manifest_schema():
     )
 
 
-def iter_entries(root: str, cfg: StorageConfig, page_size: int = 1000) -> Iterator[Entry]:
+def iter_entries(root: str, cfg: StorageConfig, page_size: int = 1000, client=None) -> Iterator[Entry]:
     """Every object under root, in key order, one page at a time."""
     if storage.is_s3(root):
-        yield from _iter_s3(root, cfg, page_size)
+        yield from _iter_s3(root, cfg, page_size, client)
     else:
         yield from _iter_local(root)
 
 
-def _iter_s3(root: str, cfg: StorageConfig, page_size: int) -> Iterator[Entry]:
+def _iter_s3(root: str, cfg: StorageConfig, page_size: int, client=None) -> Iterator[Entry]:
     bucket, prefix = storage.split_s3(root)
     if prefix and not prefix.endswith("/"):
         prefix += "/"
-    client = storage.s3_client(cfg)
+    client = client or storage.s3_client(cfg)
     pages = client.get_paginator("list_objects_v2").paginate(
         Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}
     )
@@ -166,7 +166,7 @@ class ManifestSummary:
 
 
 def build_manifest(
-    root: str, out_uri: str, cfg: StorageConfig, labels_uri: str | None = None
+    root: str, out_uri: str, cfg: StorageConfig, labels_uri: str | None = None, client=None
 ) -> ManifestSummary:
     """List root and write manifest.parquet (video_id, uri, label, size_bytes, etag)."""
     import pyarrow as pa
@@ -179,7 +179,7 @@ def build_manifest(
         raw_path = os.path.join(tmp, "unlabelled.parquet")
         with pq.ParquetWriter(raw_path, schema) as writer:
             batch: list[Entry] = []
-            for e in iter_entries(root, cfg):
+            for e in iter_entries(root, cfg, client=client):
                 if is_video(e.key):
                     batch.append(e)
                     if len(batch) >= ROW_GROUP:

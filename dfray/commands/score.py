@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-faces-table", action="store_true", help="do not write faces/")
     p.add_argument("--budget", type=float, default=None, help="spending cap in USD (needs prices; see dfray plan)")
+    p.add_argument("--flush-rows", type=int, default=64, help="rows per Parquet part written (default 64)")
     p.add_argument("--quiet", action="store_true", help="no live progress")
 
 
@@ -63,6 +64,7 @@ def config_from_args(args):
         score_actors=(1, args.score_actors),
         score_batch_videos=args.score_batch,
         limit=args.limit,
+        flush_rows=args.flush_rows,
         device=args.device,
     )
 
