@@ -9,18 +9,19 @@ and five landmarks were measured once with facenet-pytorch MTCNN and are hard-co
 
 REAL clips: a soft-edged elliptical head crop of one identity (randomly mirrored and
 tinted per clip) moves over a per-clip background (gradient, cloud texture or stripes that
-pan, plus moving shapes) along a smooth path, with a slow in-plane tilt, a zoom that keeps
-the face between roughly 15% and 45% of the frame height (so MTCNN still finds it on
-frames downscaled by 0.5), and global brightness/contrast ramps.
+pan, plus moving shapes) along a smooth path, with a per-clip in-plane tilt (up to 8
+degrees), a zoom that keeps the face between roughly 15% and 45% of the frame height (so
+MTCNN still finds it on frames downscaled by 0.5), and global brightness/contrast ramps.
+The head is drawn with Pillow resizes and pastes, the only per-frame work besides x264.
 
 FAKE clips follow DFDC: each one re-renders one REAL clip (its ``original``: same
 identity, background, motion, size and length) and manipulates the face on every frame:
 
 * ``faceswap``: the inner face (eyes-nose-mouth) of ANOTHER identity (a frontal one:
-  astronaut or grace_hopper), mapped box-to-box
-  onto the target face, degraded by down/up-sampling and blur (a low-resolution generator
-  output), colour-matched to the target and then given a per-channel gain/offset
-  mismatch, blended through a Gaussian-feathered ellipse;
+  astronaut or grace_hopper), mapped box-to-box onto the target face, degraded by
+  down/up-sampling and blur (a low-resolution generator output), colour-matched to the
+  target and then given a per-channel gain/offset mismatch, blended through a
+  Gaussian-feathered ellipse;
 * ``selfblend``: a self-blended image (Shiohara & Yamasaki, CVPR 2022): the same face
   scaled by 1.02-1.08, shifted slightly, colour-jittered and blurred or sharpened, blended
   back onto itself through a feathered ellipse -- a blending boundary plus a colour
@@ -30,8 +31,10 @@ Both get a small per-frame colour flicker of the pasted region (temporal inconsi
 A corpus with no REAL clip (``fake_ratio=1``) renders fresh bases with ``original: null``.
 
 Determinism: everything is drawn from ``numpy.random.default_rng`` seeded by ``seed``,
-images are built with numpy/Pillow, and x264 runs single-threaded, so one seed gives
-byte-identical files for the same library versions (and identical decoded frames).
+images are built with numpy/Pillow, and x264 runs single-threaded without mbtree (see
+`_render`), so one seed gives byte-identical files for the same library versions (and
+identical decoded frames). A default corpus (16 clips, 360p-1080p, 2-10 s) is about
+35 s of one CPU core and ~10 MB.
 Sizes: heights from {360, 480, 720, 1080} within [min_height, max_height] (16:9, even
 widths); durations uniform in [min_seconds, max_seconds], frame count ``round(s * fps)``.
 """
@@ -500,8 +503,17 @@ def _render(
     try:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.codec_context.thread_count = 1  # x264's output depends on its thread count
-        stream.options = {"crf": str(crf), "preset": preset, "g": str(2 * fps)}
+        # Byte-identical output for a seed: x264's output depends on its thread count, and
+        # with macroblock-tree rate control (on in "veryfast") its SIMD code reads
+        # uninitialised padding when the width is not a multiple of 128 (854x480 differed
+        # run to run; asm=0 or mbtree=0 fixes it), so: one thread, no mbtree.
+        stream.codec_context.thread_count = 1
+        stream.options = {
+            "crf": str(crf),
+            "preset": preset,
+            "g": str(2 * fps),
+            "x264-params": "mbtree=0",
+        }
         for i in range(n):
             frame = bg.crop((pan_x[i], pan_y[i], pan_x[i] + w, pan_y[i] + h))
             if shapes:
