@@ -81,6 +81,10 @@ class _Extract:
 
     def __init__(self, cfg: RunConfig, tracker, use_gpu: bool):
         import ray
+        import torch
+
+        # one core's worth of intra-op threads per actor: the pool is the parallelism
+        torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
 
         from dfray.extract import VideoExtractor, extract_schema
 
@@ -162,8 +166,10 @@ def plan_actors(cfg: RunConfig, cluster: dict) -> dict:
         sc = {"num_cpus": SCORE_CPU}
         auto_max = max(1, math.floor((cpus - SCORE_CPU * s_max - READ_CPU * 2) / EXTRACT_CPU + 1e-6))
     e_max = e_max or auto_max
+    gpu_names = sorted(k.split(":", 1)[1] for k in cluster if k.startswith("accelerator_type:"))
     return {
         "use_gpu": use_gpu,
+        "device": ("cuda:" + (",".join(gpu_names) or "gpu")) if use_gpu else "cpu",
         "extract": (min(e_min, e_max), e_max, ex),
         "score": (min(s_min, s_max), s_max, sc),
     }
@@ -302,6 +308,7 @@ def run_scoring(cfg: RunConfig, *, progress: bool = True, governor=None) -> RunR
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     plan = plan_actors(cfg, ray.cluster_resources())
+    plan["nodes"] = sum(1 for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0)
     prog = Progress(total=n_total, already_done=n_total - n_todo, enabled=progress)
     writer = _Writer(folder, cfg)
     state = "complete"
@@ -344,3 +351,21 @@ def storage_cleanup(uri: str, cfg: RunConfig) -> None:
         fs.delete_file(path)
     except OSError:
         pass
+
+
+def calibrate(corpus: str, n_videos: int = 20, storage=None, config: str | None = None,
+              address: str | None = None) -> dict:
+    """Score the first `n_videos` of a corpus into a scratch folder; the run's stats.
+
+    Used by `dfray plan` to measure the per-video cost on this cluster."""
+    import tempfile
+
+    from dfray.config import RunConfig, StorageConfig, load_ensemble
+
+    with tempfile.TemporaryDirectory(prefix="dfray-calibrate-") as out:
+        cfg = RunConfig(corpus=corpus, out=out, run_id="calibrate", ensemble=load_ensemble(config),
+                        storage=storage or StorageConfig(), limit=n_videos, address=address,
+                        write_faces=False)
+        run_scoring(cfg, progress=False)
+        doc = results.RunFolder(out, "calibrate", cfg.storage).read_run_json()
+    return doc["stats"]
