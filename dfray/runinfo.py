@@ -9,8 +9,19 @@ from importlib import metadata
 from dfray import SCHEMA_VERSION, results
 from dfray.config import RunConfig
 
-PACKAGES = ("dfray", "ray", "torch", "torchvision", "timm", "facenet-pytorch", "decord",
-            "pyarrow", "numpy", "opencv-python-headless", "boto3")
+PACKAGES = (
+    "dfray",
+    "ray",
+    "torch",
+    "torchvision",
+    "timm",
+    "facenet-pytorch",
+    "decord",
+    "pyarrow",
+    "numpy",
+    "opencv-python-headless",
+    "boto3",
+)
 
 
 def versions() -> dict:
@@ -32,14 +43,27 @@ def detector_info(cfg: RunConfig) -> list[dict]:
         sha = None
         if spec.weights:
             _, sha = resolve_weights(spec.weights, spec.sha256, storage=cfg.storage)
-        out.append({"name": spec.name, "arch": spec.arch, "weights": spec.weights,
-                    "sha256": sha, "input_size": spec.input_size,
-                    "aggregation": spec.aggregation, "weight": spec.weight})
+        out.append(
+            {
+                "name": spec.name,
+                "arch": spec.arch,
+                "weights": spec.weights,
+                "sha256": sha,
+                "input_size": spec.input_size,
+                "aggregation": spec.aggregation,
+                "weight": spec.weight,
+            }
+        )
     return out
 
 
-def start_doc(cfg: RunConfig, folder: results.RunFolder, detectors: list[dict],
-              previous: dict | None, started_at) -> dict:
+def start_doc(
+    cfg: RunConfig,
+    folder: results.RunFolder,
+    detectors: list[dict],
+    previous: dict | None,
+    started_at,
+) -> dict:
     doc = {
         "schema_version": SCHEMA_VERSION,
         "run_id": cfg.run_id,
@@ -52,18 +76,34 @@ def start_doc(cfg: RunConfig, folder: results.RunFolder, detectors: list[dict],
         "started_at": (previous or {}).get("started_at", started_at.isoformat()),
         "attempt_started_at": started_at.isoformat(),
         "launches": (previous or {}).get("launches", 0) + 1,
+        # spend of earlier attempts, kept even if this attempt dies before its report
+        "spent_usd_before": float(
+            ((previous or {}).get("spend") or {}).get("spent_usd")
+            or (previous or {}).get("spent_usd_before")
+            or 0.0
+        ),
     }
-    if previous and previous.get("detectors") and [
-        d.get("sha256") for d in previous["detectors"]
-    ] != [d["sha256"] for d in detectors]:
+    if (
+        previous
+        and previous.get("detectors")
+        and [d.get("sha256") for d in previous["detectors"]] != [d["sha256"] for d in detectors]
+    ):
         raise ValueError(
             f"run {cfg.run_id} was started with other detector weights; use a new --run-id"
         )
     return doc
 
 
-def finish_doc(doc: dict, folder: results.RunFolder, state: str, prog, stages: dict,
-               wall_s: float, plan: dict, governor) -> dict:
+def finish_doc(
+    doc: dict,
+    folder: results.RunFolder,
+    state: str,
+    prog,
+    stages: dict,
+    wall_s: float,
+    plan: dict,
+    governor,
+) -> dict:
     table = folder.read_table("videos", columns=["video_id", "status"])
     statuses = [] if table is None else table.column("status").to_pylist()
     ids = set() if table is None else set(table.column("video_id").to_pylist())

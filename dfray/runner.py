@@ -84,7 +84,9 @@ class _Extract:
         import torch
 
         # one core's worth of intra-op threads per actor: the pool is the parallelism
-        torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+        torch.set_num_threads(
+            max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+        )
 
         from dfray.extract import VideoExtractor, extract_schema
 
@@ -98,9 +100,14 @@ class _Extract:
         self.tracker = tracker
         self.schema = extract_schema(cfg.ensemble.input_sizes)
         self.stage = VideoExtractor(
-            cfg.faces, cfg.decode, cfg.storage, cfg.ensemble.input_sizes,
-            device=_device(cfg.device, use_gpu), timeout_s=cfg.video_timeout_s,
-            max_attempts=cfg.max_attempts, on_start=on_start,
+            cfg.faces,
+            cfg.decode,
+            cfg.storage,
+            cfg.ensemble.input_sizes,
+            device=_device(cfg.device, use_gpu),
+            timeout_s=cfg.video_timeout_s,
+            max_attempts=cfg.max_attempts,
+            on_start=on_start,
         )
 
     def __call__(self, batch):
@@ -120,7 +127,9 @@ class _Score:
         from dfray.score import EnsembleScorer
 
         self.stage = EnsembleScorer(
-            cfg.ensemble, device=_device(cfg.device, use_gpu), run_id=cfg.run_id,
+            cfg.ensemble,
+            device=_device(cfg.device, use_gpu),
+            run_id=cfg.run_id,
             storage=cfg.storage,
         )
 
@@ -164,7 +173,9 @@ def plan_actors(cfg: RunConfig, cluster: dict) -> dict:
     else:
         ex = {"num_cpus": EXTRACT_CPU}
         sc = {"num_cpus": SCORE_CPU}
-        auto_max = max(1, math.floor((cpus - SCORE_CPU * s_max - READ_CPU * 2) / EXTRACT_CPU + 1e-6))
+        auto_max = max(
+            1, math.floor((cpus - SCORE_CPU * s_max - READ_CPU * 2) / EXTRACT_CPU + 1e-6)
+        )
     e_max = e_max or auto_max
     gpu_names = sorted(k.split(":", 1)[1] for k in cluster if k.startswith("accelerator_type:"))
     return {
@@ -175,7 +186,9 @@ def plan_actors(cfg: RunConfig, cluster: dict) -> dict:
     }
 
 
-def _write_todo(folder: results.RunFolder, done: set[str], limit: int | None) -> tuple[str, int, int]:
+def _write_todo(
+    folder: results.RunFolder, done: set[str], limit: int | None
+) -> tuple[str, int, int]:
     """Stream manifest rows without a final row into _todo.parquet; (uri, n_todo, n_total)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -233,8 +246,13 @@ class _Writer:
             for i in range(n):
                 k = per_frame.get(int(fi[i]), 0)
                 per_frame[int(fi[i])] = k + 1
-                face = {"video_id": r["video_id"], "frame_index": int(fi[i]), "face_index": k,
-                        "box": boxes[i].tolist(), "det_prob": float(probs[i])}
+                face = {
+                    "video_id": r["video_id"],
+                    "frame_index": int(fi[i]),
+                    "face_index": k,
+                    "box": boxes[i].tolist(),
+                    "det_prob": float(probs[i]),
+                }
                 face.update({f"score_{d}": float(scores[i, j]) for j, d in enumerate(self.names)})
                 self.faces.append(face)
         if len(self.rows) >= self.flush_rows or time.monotonic() - self.last > 30:
@@ -267,14 +285,20 @@ def build_dataset(cfg: RunConfig, todo_uri: str, n_todo: int, plan: dict, tracke
     e_min, e_max, ex_res = plan["extract"]
     s_min, s_max, sc_res = plan["score"]
     ds = ds.map_batches(
-        _Extract, fn_constructor_kwargs={"cfg": cfg, "tracker": tracker, "use_gpu": plan["use_gpu"]},
-        batch_size=1, batch_format="pyarrow", compute=ActorPoolStrategy(min_size=max(1, e_min), max_size=e_max),
+        _Extract,
+        fn_constructor_kwargs={"cfg": cfg, "tracker": tracker, "use_gpu": plan["use_gpu"]},
+        batch_size=1,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(min_size=max(1, e_min), max_size=e_max),
         **ex_res,
     )
     ds = ds.map_batches(
-        _Score, fn_constructor_kwargs={"cfg": cfg, "use_gpu": plan["use_gpu"]},
-        batch_size=cfg.score_batch_videos, batch_format="pyarrow",
-        compute=ActorPoolStrategy(min_size=max(1, s_min), max_size=s_max), **sc_res,
+        _Score,
+        fn_constructor_kwargs={"cfg": cfg, "use_gpu": plan["use_gpu"]},
+        batch_size=cfg.score_batch_videos,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(min_size=max(1, s_min), max_size=s_max),
+        **sc_res,
     )
     return ds
 
@@ -297,8 +321,10 @@ def run_scoring(cfg: RunConfig, *, progress: bool = True, governor=None) -> RunR
     done = folder.done_ids()
     todo_uri, n_todo, n_total = _write_todo(folder, done, cfg.limit)
     say = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else (lambda m: None)
-    say(f"[dfray] run {cfg.run_id}: {n_total} videos, {n_total - n_todo} already scored, "
-        f"{n_todo} to score -> {folder.root}")
+    say(
+        f"[dfray] run {cfg.run_id}: {n_total} videos, {n_total - n_todo} already scored, "
+        f"{n_todo} to score -> {folder.root}"
+    )
     doc = runinfo.start_doc(cfg, folder, detectors, previous, started_at)
     folder.write_run_json(doc)
 
@@ -307,21 +333,33 @@ def run_scoring(cfg: RunConfig, *, progress: bool = True, governor=None) -> RunR
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
-    plan = plan_actors(cfg, ray.cluster_resources())
-    plan["nodes"] = sum(1 for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0)
     prog = Progress(total=n_total, already_done=n_total - n_todo, enabled=progress)
+    if governor is not None and n_todo:
+        governor.start(n_todo=n_todo, prog=prog)  # caps the autoscaler before any demand
+    cluster = ray.cluster_resources()
+    if governor is not None:
+        # size the actor pools for the cluster the budget allows, not the one up now
+        # (an autoscaling cluster may have no workers yet)
+        cluster = governor.planning_resources(cluster)
+    plan = plan_actors(cfg, cluster)
+    plan["nodes"] = sum(
+        1 for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0
+    )
     writer = _Writer(folder, cfg)
     state = "complete"
     if n_todo:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         here = ray.get_runtime_context().get_node_id()
-        tracker = ray.remote(AttemptTracker).options(
-            num_cpus=0, max_restarts=-1,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
-        ).remote()
-        if governor is not None:
-            governor.start(n_todo=n_todo, prog=prog)
+        tracker = (
+            ray.remote(AttemptTracker)
+            .options(
+                num_cpus=0,
+                max_restarts=-1,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
+            )
+            .remote()
+        )
         ds = build_dataset(cfg, todo_uri, n_todo, plan, tracker)
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1):
             rows = batch.to_pylist()
@@ -334,15 +372,26 @@ def run_scoring(cfg: RunConfig, *, progress: bool = True, governor=None) -> RunR
         prog.maybe_print(force=True)
         ray.kill(tracker)
     wall = time.monotonic() - t_start
-    workers = {"decode": plan["extract"][1], "detect": plan["extract"][1], "score": plan["score"][1]}
+    workers = {
+        "decode": plan["extract"][1],
+        "detect": plan["extract"][1],
+        "score": plan["score"][1],
+    }
     stages = prog.stage_table(wall, workers)
     doc = runinfo.finish_doc(doc, folder, state, prog, stages, wall, plan, governor)
     folder.write_run_json(doc)
     if progress:
         say(format_stage_table(stages))
     storage_cleanup(todo_uri, cfg)
-    return RunResult(folder.root, state, doc["counts"], n_total, prog.done, wall,
-                     EXIT_BUDGET if state == "budget_exhausted" else EXIT_OK)
+    return RunResult(
+        folder.root,
+        state,
+        doc["counts"],
+        n_total,
+        prog.done,
+        wall,
+        EXIT_BUDGET if state == "budget_exhausted" else EXIT_OK,
+    )
 
 
 def storage_cleanup(uri: str, cfg: RunConfig) -> None:
@@ -353,8 +402,13 @@ def storage_cleanup(uri: str, cfg: RunConfig) -> None:
         pass
 
 
-def calibrate(corpus: str, n_videos: int = 20, storage=None, config: str | None = None,
-              address: str | None = None) -> dict:
+def calibrate(
+    corpus: str,
+    n_videos: int = 20,
+    storage=None,
+    config: str | None = None,
+    address: str | None = None,
+) -> dict:
     """Score the first `n_videos` of a corpus into a scratch folder; the run's stats.
 
     Used by `dfray plan` to measure the per-video cost on this cluster."""
@@ -363,9 +417,16 @@ def calibrate(corpus: str, n_videos: int = 20, storage=None, config: str | None 
     from dfray.config import RunConfig, StorageConfig, load_ensemble
 
     with tempfile.TemporaryDirectory(prefix="dfray-calibrate-") as out:
-        cfg = RunConfig(corpus=corpus, out=out, run_id="calibrate", ensemble=load_ensemble(config),
-                        storage=storage or StorageConfig(), limit=n_videos, address=address,
-                        write_faces=False)
+        cfg = RunConfig(
+            corpus=corpus,
+            out=out,
+            run_id="calibrate",
+            ensemble=load_ensemble(config),
+            storage=storage or StorageConfig(),
+            limit=n_videos,
+            address=address,
+            write_faces=False,
+        )
         run_scoring(cfg, progress=False)
         doc = results.RunFolder(out, "calibrate", cfg.storage).read_run_json()
     return doc["stats"]

@@ -25,6 +25,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-faces-table", action="store_true", help="do not write faces/")
     p.add_argument("--budget", type=float, default=None, help="spending cap in USD (needs prices; see dfray plan)")
+    p.add_argument("--price", action="append", default=[], metavar="TYPE=USD",
+                   help="with --budget: override a price ($/h); TYPE:spot=USD or TYPE:on_demand=USD for one market")
+    p.add_argument("--head-type", default=None,
+                   help="with --budget: head instance type (default: from the autoscaling config)")
+    p.add_argument("--worker-type", default=None,
+                   help="with --budget: worker instance type to project with (default: the config's most expensive worker type)")
+    p.add_argument("--spot", action="store_true",
+                   help="with --budget and --worker-type: price that worker type at spot")
+    p.add_argument("--budget-reserve", type=float, default=0.02, metavar="FRACTION",
+                   help="with --budget: share held back for what the ledger cannot see (default 0.02)")
+    p.add_argument("--autoscaling-config", default=None, metavar="PATH",
+                   help="with --budget: the autoscaling config the Ray monitor reads, whose max_workers the budget caps "
+                        "(default $DFRAY_AUTOSCALING_CONFIG, else ~/ray_bootstrap_config.yaml if present)")
+    p.add_argument("--spend-source", choices=("auto", "ray", "ec2"), default="auto",
+                   help="with --budget: where node uptime comes from (auto: EC2 on an AWS cluster, else ray.nodes())")
     p.add_argument("--flush-rows", type=int, default=64, help="rows per Parquet part written (default 64)")
     p.add_argument("--quiet", action="store_true", help="no live progress")
 

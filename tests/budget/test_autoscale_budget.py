@@ -1,0 +1,340 @@
+"""The budget governor against real Ray: an autoscaling cluster from Ray's fake multi-node
+provider (infra/fake-multinode.yaml), and a real dfray scoring run that stops at its budget
+and resumes.
+
+The fake cluster is started like ``ray.cluster_utils.AutoscalingCluster`` does
+(``RAY_FAKE_CLUSTER=1 ray start --head --autoscaling-config=…``), but not with it: that
+class reads ``fake_multi_node/example.yaml``, which the Ray 2.60 wheel does not ship, hides
+the config path the governor must rewrite, and runs ``ray stop --force``, which would kill
+every Ray process of the user on the machine. Here the head runs ``--block`` in its own
+session with its own ports, temp dir and auth token, and teardown kills exactly the
+processes of that tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dfray.budget.clock import SimClock
+from dfray.budget.governor import BudgetGovernor
+from dfray.progress import Progress
+
+REPO = Path(__file__).resolve().parents[2]
+FAKE_CONFIG = REPO / "infra" / "fake-multinode.yaml"
+GPU_MARKER = "dfray_node_gpu_worker"
+PRICES = {"g4dn.xlarge": 1.00, "m6i.large": 0.10}  # $/h: GPU worker, head (and CPU worker)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def _reset_ray_auth() -> None:
+    """Make this process re-read RAY_AUTH_* (Ray caches the mode and the token)."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+    except ImportError:  # a Ray without token authentication
+        return
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def _kill_tree(pid: int, marker: str) -> None:
+    """SIGKILL the process `pid`, its descendants, and any leftover process whose command
+    line holds `marker` (this cluster's own temp dir): nothing else."""
+    import psutil
+
+    procs = []
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        pass
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(procs, timeout=15)
+    left = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if marker in " ".join(p.info["cmdline"] or []):
+                p.kill()
+                left.append(p)
+    psutil.wait_procs(left, timeout=15)
+
+
+@contextlib.contextmanager
+def fake_autoscaling_cluster(tmp: Path, *, head_cpus: int = 1):
+    """Yields (autoscaling config path, Ray address) of a fake autoscaling cluster."""
+    import ray
+    from ray._private.services import get_node_ip_address
+
+    config = yaml.safe_load(FAKE_CONFIG.read_text())
+    port = _free_port()
+    address = f"{get_node_ip_address()}:{port}"
+    config["provider"]["gcs_address"] = address  # where the fake workers join
+    path = tmp / "autoscaling.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    temp_dir = Path(f"/tmp/dfray-fake-{uuid.uuid4().hex[:8]}")  # unix socket paths stay short
+    token = uuid.uuid4().hex
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    env = dict(
+        os.environ,
+        **auth,
+        RAY_FAKE_CLUSTER="1",
+        AUTOSCALER_UPDATE_INTERVAL_S="1",
+        RAY_enable_autoscaler_v2="0",
+        RAY_USAGE_STATS_ENABLED="0",
+    )
+    env.pop("RAY_AUTH_TOKEN_PATH", None)
+    env.pop("RAY_ADDRESS", None)
+    log_path = tmp / "ray-start.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "ray.scripts.scripts",
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        f"--num-cpus={head_cpus}",
+        "--num-gpus=0",
+        f"--autoscaling-config={path}",
+        f"--temp-dir={temp_dir}",
+        f"--ray-client-server-port={_free_port()}",
+        f"--dashboard-port={_free_port()}",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+    ]
+    mp = pytest.MonkeyPatch()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while "Ray runtime started" not in log_path.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the fake cluster did not start:\n{log_path.read_text()}")
+            time.sleep(0.5)
+        for k, v in auth.items():
+            mp.setenv(k, v)
+        mp.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+        mp.delenv("RAY_ADDRESS", raising=False)
+        _reset_ray_auth()
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        yield path, address
+    finally:
+        ray.shutdown()
+        _kill_tree(proc.pid, str(temp_dir))
+        mp.undo()
+        _reset_ray_auth()
+        with contextlib.suppress(OSError):
+            import shutil
+
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _gpu_workers_alive() -> int:
+    import ray
+
+    return sum(1 for n in ray.nodes() if n["Alive"] and GPU_MARKER in n["Resources"])
+
+
+def _cap_in_file(path: Path) -> tuple[int, int]:
+    c = yaml.safe_load(path.read_text())
+    return c["max_workers"], c["available_node_types"]["gpu_worker"]["max_workers"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_budget_caps_workers(tmp_path):
+    """Demand for 4 GPU workers, a budget for 2: never more than 2 come up, the spend on the
+    SimClock stays under the budget; a larger budget lets the other two come (so it was the
+    cap, not a lack of demand), and the stop scales the workers away."""
+    from ray.autoscaler.sdk import request_resources
+
+    n_todo = 400
+    tick_s = 4.5  # simulated seconds per finished video: 400 videos in 0.5 h
+    # cap = budget × 0.98 = 1.30: 0.5 h of head + 2 workers costs $1.05, + a 3rd $1.55.
+    budget = 1.30 / 0.98
+    clock = SimClock()
+    with fake_autoscaling_cluster(tmp_path) as (path, _):
+        g = BudgetGovernor(
+            budget,
+            PRICES,
+            clock=clock,
+            autoscaling_config=str(path),
+            reserve=0.02,
+            startup_horizon_s=1800,
+            poll_s=0,
+        )
+        assert (g.head_type, g.worker_type) == ("m6i.large", "g4dn.xlarge")
+        prog = Progress(total=n_todo, enabled=False)
+        g.start(n_todo=n_todo, prog=prog)
+        assert g.max_workers() == 2 and _cap_in_file(path) == (2, 2)
+        assert prog.extra["spend"] == f"$0.00/${budget:.2f}"
+        time.sleep(2.5)  # the monitor re-reads the file every second
+        request_resources(bundles=[{"GPU": 1}] * 4)  # a workload that wants 4 GPU workers
+
+        def step(n: int = 1, tick: float = tick_s) -> bool:
+            clock.advance(tick * n)
+            prog.add([{"status": "ok"}] * n)
+            stop = g.should_stop(prog)
+            snap = g.snapshot()
+            assert snap["spent_usd"] <= g.cap_usd, snap
+            return stop
+
+        seen, t_end = [], time.monotonic() + 45
+        while time.monotonic() < t_end:  # phase 1: capped at 2
+            assert not step()
+            assert g.max_workers() == 2 and _cap_in_file(path) == (2, 2)
+            seen.append(_gpu_workers_alive())
+            assert seen[-1] <= 2, seen
+            if seen[-5:] == [2] * 5 and len(seen) >= 15:
+                break
+            time.sleep(1)
+        assert max(seen) == 2, seen
+        assert prog.done < 0.16 * n_todo  # see the arithmetic in the docstring
+        rep = g.snapshot()
+        workers = [n for n in rep["nodes"] if n["role"] == "worker"]
+        assert len(workers) == 2 and {n["instance_type"] for n in workers} == {"g4dn.xlarge"}
+        assert [n["instance_type"] for n in rep["nodes"] if n["role"] == "head"] == ["m6i.large"]
+        assert rep["price_sources"]["g4dn.xlarge:on_demand"]["usd_per_hour"] == 1.0
+
+        g.budget_usd = 10.0  # phase 2: a larger budget lifts the cap to the config's 4
+        assert not step()
+        assert g.max_workers() == 4 and _cap_in_file(path) == (4, 4)
+        t_end = time.monotonic() + 45
+        while _gpu_workers_alive() < 4 and time.monotonic() < t_end:
+            time.sleep(1)
+        assert _gpu_workers_alive() == 4
+
+        stopped = False  # phase 3: run the budget down on the clock until the governor stops
+        for _ in range(200):
+            if step(n=1, tick=300):
+                stopped = True
+                break
+        assert stopped
+        rep = g.report()
+        assert rep["stopped_reason"].startswith("budget")
+        assert rep["spent_usd"] <= g.cap_usd < g.budget_usd
+        assert _cap_in_file(path) == (0, 0)  # the stop scales the workers away
+        t_end = time.monotonic() + 45
+        while _gpu_workers_alive() and time.monotonic() < t_end:
+            time.sleep(1)
+        assert _gpu_workers_alive() == 0
+        json.dumps(rep)  # run.json-ready
+
+
+# -- a real scoring run that stops at its budget and resumes -----------------------------------
+
+
+class TickingGovernor(BudgetGovernor):
+    """Advances its SimClock by `tick_s` per finished video before every check."""
+
+    tick_s = 600.0
+
+    def start(self, n_todo, prog=None):
+        self._ticked = 0
+        super().start(n_todo, prog)
+
+    def should_stop(self, prog):
+        self.clock.advance(self.tick_s * (prog.done - self._ticked))
+        self._ticked = prog.done
+        return super().should_stop(prog)
+
+
+def _run_cfg(corpus: Path, out: Path, config: str):
+    from dfray.config import DecodeConfig, RunConfig, load_ensemble
+
+    return RunConfig(
+        corpus=str(corpus),
+        out=str(out),
+        run_id="budget",
+        ensemble=load_ensemble(config),
+        decode=DecodeConfig(n_frames=8),
+        address=None,
+        write_faces=False,
+        extract_actors=(1, 1),
+        score_actors=(1, 1),
+        score_batch_videos=1,
+        flush_rows=1,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_budget_exhausted_then_resume(tiny_corpus, tmp_path, random_config):
+    """Local Ray; the head node ($1/h) is the only node; 600 simulated s per video = $0.167."""
+    import ray
+
+    from dfray.results import RunFolder
+    from dfray.runner import EXIT_BUDGET, run_scoring
+
+    cfg = _run_cfg(tiny_corpus, tmp_path / "out", random_config)
+    prices = {"m6i.large": 1.0}
+    try:
+        g1 = TickingGovernor(
+            0.60, prices, head_type="m6i.large", clock=SimClock(), shutdown_s=60, poll_s=0
+        )
+        r1 = run_scoring(cfg, progress=False, governor=g1)
+        assert r1.state == "budget_exhausted" and r1.exit_code == EXIT_BUDGET == 3
+        folder = RunFolder(cfg.out, cfg.run_id, cfg.storage)
+        doc = json.loads(Path(folder.run_json).read_text())
+        ids = folder.read_table("videos", columns=["video_id"]).column("video_id").to_pylist()
+        assert doc["state"] == "budget_exhausted"
+        assert 1 <= len(ids) == len(set(ids)) == r1.scored_now < 6  # one row per finished video
+        assert sorted(doc["unscored"]) == sorted(set(_manifest_ids(folder)) - set(ids))
+        spend = doc["spend"]
+        assert spend["stopped_reason"].startswith("budget")
+        # each check: spent + $1/h × (600 s × videos since the last check + 60 s) ≤ cap
+        assert spend["spent_usd"] == pytest.approx(r1.scored_now * 600 / 3600, abs=1e-6)
+        assert spend["spent_usd"] <= spend["cap_usd"] == pytest.approx(0.60 * 0.98)
+        assert spend["usd_per_1000_videos"] == pytest.approx(1000 / 6, rel=1e-6)
+        assert [n["role"] for n in spend["nodes"]] == ["head"]
+        assert spend["price_sources"] == {
+            "m6i.large:on_demand": {"usd_per_hour": 1.0, "source": "override", "as_of": ""}
+        }
+
+        g2 = TickingGovernor(
+            3.0,
+            prices,
+            head_type="m6i.large",
+            clock=SimClock(),
+            shutdown_s=60,
+            poll_s=0,
+            prior_spent_usd=spend["spent_usd"],
+        )
+        r2 = run_scoring(cfg, progress=False, governor=g2)
+        assert r2.state == "complete" and r2.exit_code == 0
+        assert r2.scored_now == 6 - r1.scored_now
+        doc = json.loads(Path(folder.run_json).read_text())
+        ids = folder.read_table("videos", columns=["video_id"]).column("video_id").to_pylist()
+        assert doc["state"] == "complete" and "unscored" not in doc
+        assert sorted(ids) == sorted(set(ids)) == sorted(_manifest_ids(folder))
+        assert doc["launches"] == 2
+        assert doc["spend"]["prior_spent_usd"] == pytest.approx(spend["spent_usd"])
+        assert doc["spend"]["spent_usd"] == pytest.approx(6 * 600 / 3600, abs=1e-6)
+        assert doc["spend"]["stopped_reason"] is None
+    finally:
+        ray.shutdown()
+
+
+def _manifest_ids(folder) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(folder.manifest, columns=["video_id"]).column("video_id").to_pylist()
