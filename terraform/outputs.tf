@@ -66,5 +66,6 @@ output "cluster_render_args" {
     "--security-group-id", aws_security_group.cluster.id,
     "--head-profile", aws_iam_instance_profile.head.arn,
     "--worker-profile", aws_iam_instance_profile.worker.arn,
+    "--image-id", local.ami_id,
   ])
 }

@@ -69,6 +69,7 @@ _PLACEHOLDER = re.compile(r"\b(?:subnet|sg|ami)-0{8,}\b|:0{12}:")
 # terraform output name -> our key; the first name present wins.
 TF_OUTPUT_ALIASES: dict[str, tuple[str, ...]] = {
     "region": ("region", "aws_region"),
+    "image_id": ("ami_id", "image_id"),
     "subnet_ids": ("subnet_ids", "private_subnet_ids", "ray_subnet_ids", "public_subnet_ids"),
     "security_group_id": (
         "security_group_id",

@@ -142,7 +142,7 @@ def run_render(args: argparse.Namespace) -> int:
             security_group_id=args.security_group_id or tf.get("security_group_id"),
             head_profile=args.head_profile or tf.get("head_profile"),
             worker_profile=args.worker_profile or tf.get("worker_profile"),
-            image_id=args.image_id,
+            image_id=args.image_id or tf.get("image_id"),
             cluster_name=args.cluster_name or tf.get("cluster_name"),
             template_path=template_path,
         )
