@@ -24,34 +24,40 @@ from dfray.decode import DecodeError, decode_frames, frame_indices
 FACE_COLUMNS = ("face_frame_index", "face_boxes", "face_probs")
 
 
+# Columns of the videos table known once a video is extracted (scores come later).
+EXTRACT_COLUMNS = (
+    "video_id",
+    "uri",
+    "label",
+    "size_bytes",
+    "etag",
+    "status",
+    "error",
+    "n_frames",
+    "n_faces",
+    "width",
+    "height",
+    "fps",
+    "frame_count",
+    "duration_s",
+    "decode_s",
+    "detect_s",
+    "attempts",
+    "worker",
+)
+
+
 def extract_schema(sizes: tuple[int, ...]):
+    """Rows leaving the extract stage: those videos-table columns, faces and crops."""
     import pyarrow as pa
 
+    from dfray.results import videos_schema
+
+    video = videos_schema([])
     return pa.schema(
-        [
-            ("video_id", pa.string()),
-            ("uri", pa.string()),
-            ("label", pa.int8()),
-            ("size_bytes", pa.int64()),
-            ("etag", pa.string()),
-            ("status", pa.string()),
-            ("error", pa.string()),
-            ("n_frames", pa.int32()),
-            ("n_faces", pa.int32()),
-            ("width", pa.int32()),
-            ("height", pa.int32()),
-            ("fps", pa.float32()),
-            ("frame_count", pa.int32()),
-            ("duration_s", pa.float32()),
-            ("decode_s", pa.float32()),
-            ("detect_s", pa.float32()),
-            ("attempts", pa.int16()),
-            ("worker", pa.string()),
-            ("face_frame_index", pa.binary()),
-            ("face_boxes", pa.binary()),
-            ("face_probs", pa.binary()),
-            *[(f"crops_{s}", pa.binary()) for s in sizes],
-        ]
+        [video.field(c) for c in EXTRACT_COLUMNS]
+        + [pa.field(c, pa.binary()) for c in FACE_COLUMNS]
+        + [pa.field(f"crops_{s}", pa.binary()) for s in sizes]
     )
 
 
@@ -103,8 +109,11 @@ class VideoExtractor:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = cf.ThreadPoolExecutor(1, thread_name_prefix="dfray-extract")
             out = self._base(row)
-            out.update(attempts=attempt, status="timeout",
-                       error=f"no result within the per-video limit of {self.timeout_s:g} s")
+            out.update(
+                attempts=attempt,
+                status="timeout",
+                error=f"no result within the per-video limit of {self.timeout_s:g} s",
+            )
             return out
 
     def _base(self, row: dict) -> dict:
@@ -128,11 +137,19 @@ class VideoExtractor:
         try:
             frames, info = decode_frames(source, self.decode_cfg.n_frames)
         except DecodeError as e:
-            return {**out, "status": "decode_error", "error": _msg(e),
-                    "decode_s": time.perf_counter() - t0}
+            return {
+                **out,
+                "status": "decode_error",
+                "error": _msg(e),
+                "decode_s": time.perf_counter() - t0,
+            }
         out.update(
-            n_frames=int(frames.shape[0]), width=info.width, height=info.height, fps=info.fps,
-            frame_count=info.frame_count, duration_s=info.duration_s,
+            n_frames=int(frames.shape[0]),
+            width=info.width,
+            height=info.height,
+            fps=info.fps,
+            frame_count=info.frame_count,
+            duration_s=info.duration_s,
             decode_s=time.perf_counter() - t0,
         )
         t1 = time.perf_counter()

@@ -118,11 +118,16 @@ def makedirs(uri: str, cfg: StorageConfig) -> None:
 
 def s3_client(cfg: StorageConfig):
     """A boto3 S3 client with the same endpoint, region and retry settings."""
+    return aws_client("s3", cfg)
+
+
+def aws_client(service: str, cfg: StorageConfig):
+    """A boto3 client for `service` with the config's endpoint, region and retries."""
     import boto3
     from botocore.config import Config
 
     return boto3.client(
-        "s3",
+        service,
         endpoint_url=cfg.endpoint_url,
         region_name=cfg.region or ("us-east-1" if cfg.endpoint_url else None),
         config=Config(retries={"mode": "standard", "max_attempts": cfg.max_attempts}),

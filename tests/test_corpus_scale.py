@@ -9,9 +9,9 @@ without holding a million responses in memory first).
 import tracemalloc
 
 import boto3
-from botocore.awsrequest import AWSResponse
 import pyarrow.parquet as pq
 import pytest
+from botocore.awsrequest import AWSResponse
 
 from dfray.config import StorageConfig
 from dfray.corpus import build_manifest

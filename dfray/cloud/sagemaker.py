@@ -421,15 +421,9 @@ def upload_config(config_path: str, config_uri: str, store: StorageConfig) -> li
 
 
 def sagemaker_client(store: StorageConfig):
-    import boto3
-    from botocore.config import Config
+    from dfray.storage import aws_client
 
-    return boto3.client(
-        "sagemaker",
-        endpoint_url=store.endpoint_url,
-        region_name=store.region or ("us-east-1" if store.endpoint_url else None),
-        config=Config(retries={"mode": "standard", "max_attempts": store.max_attempts}),
-    )
+    return aws_client("sagemaker", store)
 
 
 def _manifest_stats(manifest_uri: str, store: StorageConfig) -> tuple[int, int]:
