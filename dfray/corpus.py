@@ -82,18 +82,29 @@ def _iter_s3(root: str, cfg: StorageConfig, page_size: int, client=None) -> Iter
 
 
 def _iter_local(root: str) -> Iterator[Entry]:
+    """Files under root in the order S3 lists keys: lexicographic by relative path."""
     base = os.path.abspath(root)
     if not os.path.isdir(base):
         raise CorpusError(f"corpus folder not found: {root}")
-    for dirpath, dirnames, filenames in os.walk(base):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            path = os.path.join(dirpath, name)
-            st = os.stat(path)
-            rel = os.path.relpath(path, base).replace(os.sep, "/")
-            yield Entry(rel, path, int(st.st_size), f"{st.st_size:x}-{st.st_mtime_ns:x}")
+    yield from _walk_sorted(base, base)
+
+
+def _walk_sorted(base: str, folder: str) -> Iterator[Entry]:
+    with os.scandir(folder) as it:
+        # a folder sorts as "name/", as its keys would on S3
+        entries = sorted(
+            (e for e in it if not e.name.startswith(".")),
+            key=lambda e: e.name + "/" if e.is_dir(follow_symlinks=False) else e.name,
+        )
+    for e in entries:
+        if e.is_dir(follow_symlinks=False):
+            yield from _walk_sorted(base, e.path)
+            continue
+        if e.is_dir():  # a symlink to a folder: not followed (as os.walk does not)
+            continue
+        st = e.stat()
+        rel = os.path.relpath(e.path, base).replace(os.sep, "/")
+        yield Entry(rel, e.path, int(st.st_size), f"{st.st_size:x}-{st.st_mtime_ns:x}")
 
 
 def is_video(key: str) -> bool:
