@@ -5,11 +5,13 @@ Pipeline (streaming, Ray Data):
     todo.parquet ─read─▶ extract (actor pool) ─crops─▶ score (actor pool) ─rows─▶ driver
                           read+decode+MTCNN+crop        detector ensemble           writes parts
 
-Why the split is here (measured on this 2-core CPU machine, see benchmarks/RESULTS.md):
+Why the split is here (measured on this 2-core CPU machine, benchmarks/RESULTS.md; 16
+videos of 360p-1080p, CPU seconds per video: decode 0.7, detect 3.9-4.3, score 0.5):
 - read, decode, detection and cropping share one process: a 1080p video's 32 frames are
-  ~200 MB of RGB, while its crops are ~100 KB per face, so nothing bigger than crops
-  crosses the object store. MTCNN dominates the per-video cost (~90% of CPU time), and
-  decoding is the next largest; fusing them keeps MTCNN fed without a frame hand-off.
+  ~200 MB of RGB, while its crops are ~200 KB per face, so nothing bigger than crops
+  crosses the object store. MTCNN is ~76% of the per-video cost and decoding ~14%; a
+  separate decode stage would move 200 MB per video through the object store to save a
+  stage that is a sixth of the work, so they stay fused.
 - scoring is its own actor pool because it holds different models and batches faces
   across videos (`score_batch_videos` videos per call): on a GPU the detector forward
   pass wants large batches, which one video's faces alone do not give.
@@ -361,7 +363,9 @@ def run_scoring(cfg: RunConfig, *, progress: bool = True, governor=None) -> RunR
             .remote()
         )
         ds = build_dataset(cfg, todo_uri, n_todo, plan, tracker)
-        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1):
+        # rows are small: with prefetch the driver would get each batch only once the next is
+        # ready, and progress, parts and budget checks would lag a whole score batch
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
             rows = batch.to_pylist()
             writer.add(rows)
             prog.add(rows)
