@@ -29,12 +29,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand. Errors of input and configuration (ValueError, LookupError,
+    OSError and their subclasses: ConfigError, CorpusError, WeightsError, StorageError,
+    BudgetError, …) print one line and exit 2; DFRAY_DEBUG=1 shows the traceback."""
+    import os
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (ValueError, LookupError, OSError) as e:
+        if os.environ.get("DFRAY_DEBUG"):
+            raise
+        print(f"dfray {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

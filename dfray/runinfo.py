@@ -36,10 +36,12 @@ def versions() -> dict:
 
 def detector_info(cfg: RunConfig) -> list[dict]:
     """Resolve every detector's weights once in the driver: fails fast on a bad sha256."""
+    from dfray.detectors.registry import check_spec
     from dfray.detectors.weights import resolve_weights
 
     out = []
     for spec in cfg.ensemble.detectors:
+        check_spec(spec)
         sha = None
         if spec.weights:
             _, sha = resolve_weights(spec.weights, spec.sha256, storage=cfg.storage)

@@ -297,6 +297,26 @@ class Detector:
         return p.astype(np.float32)
 
 
+def check_spec(spec: DetectorSpec) -> _Entry:
+    """Raise ConfigError unless the spec's arch is registered and takes its options
+    (cheap, no torch: the driver calls it before any worker starts)."""
+    entry = _entry(spec.arch)
+    unknown = sorted(set(spec.options) - set(entry.options))
+    if unknown:
+        raise ConfigError(
+            f"detector {spec.name!r}: unknown options {unknown} for arch {spec.arch!r}; "
+            f"known: {sorted(entry.options)}"
+        )
+    if entry.loads_weights and not spec.weights:
+        raise ConfigError(f"detector {spec.name!r}: arch {spec.arch!r} needs 'weights'")
+    output = spec.options.get("output", "logit")
+    if output not in OUTPUTS:
+        raise ConfigError(
+            f"detector {spec.name!r}: options.output must be one of {OUTPUTS}, got {output!r}"
+        )
+    return entry
+
+
 def create_detector(
     spec: DetectorSpec,
     device: str = "cpu",
@@ -316,18 +336,8 @@ def create_detector(
     """
     from dfray.detectors import weights as W
 
-    entry = _entry(spec.arch)
-    unknown = sorted(set(spec.options) - set(entry.options))
-    if unknown:
-        raise ConfigError(
-            f"detector {spec.name!r}: unknown options {unknown} for arch {spec.arch!r}; "
-            f"known: {sorted(entry.options)}"
-        )
+    entry = check_spec(spec)
     output = spec.options.get("output", "logit")
-    if output not in OUTPUTS:
-        raise ConfigError(
-            f"detector {spec.name!r}: options.output must be one of {OUTPUTS}, got {output!r}"
-        )
     device = _resolve_device(device)
     precision = _resolve_precision(precision, device)
 
