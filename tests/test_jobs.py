@@ -38,6 +38,8 @@ def ray_head(tmp_path_factory):
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dash}",
             "--disable-usage-stats",
+            # its own agent port: another Ray in this process may hold the default 52365
+            f"--dashboard-agent-listen-port={free_port()}",
         ],
         start_new_session=True,
         stdout=subprocess.PIPE,
