@@ -52,7 +52,9 @@ def manifest_schema():
     )
 
 
-def iter_entries(root: str, cfg: StorageConfig, page_size: int = 1000, client=None) -> Iterator[Entry]:
+def iter_entries(
+    root: str, cfg: StorageConfig, page_size: int = 1000, client=None
+) -> Iterator[Entry]:
     """Every object under root, in key order, one page at a time."""
     if storage.is_s3(root):
         yield from _iter_s3(root, cfg, page_size, client)
@@ -194,7 +196,7 @@ def build_manifest(
                 if is_video(e.key):
                     batch.append(e)
                     if len(batch) >= ROW_GROUP:
-                        writer.write_table(_entries_table(batch, None, schema))
+                        writer.write_table(_entries_table(batch, schema))
                         n += len(batch)
                         batch = []
                 else:
@@ -202,7 +204,7 @@ def build_manifest(
                     if not labels_uri and posixpath.basename(e.key) in LABEL_FILES:
                         label_uris.append(e.uri)
             if batch:
-                writer.write_table(_entries_table(batch, None, schema))
+                writer.write_table(_entries_table(batch, schema))
                 n += len(batch)
         if n == 0:
             raise CorpusError(f"no videos ({', '.join(VIDEO_EXTS)}) found under {root}")
@@ -223,7 +225,7 @@ def build_manifest(
     return ManifestSummary(n, n_labelled, skipped, tuple(label_uris))
 
 
-def _entries_table(entries: list[Entry], labels: dict | None, schema):
+def _entries_table(entries: list[Entry], schema):
     import pyarrow as pa
 
     return pa.table(

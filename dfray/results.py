@@ -106,19 +106,14 @@ class RunFolder:
 
     def write_part(self, name: str, table) -> str:
         """Write one immutable part file into videos/ or faces/; returns its URI."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         uri = storage.join(self.table_dir(name), f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet")
-        fs, path = storage.filesystem(uri, self.cfg)
-        if storage.is_s3(uri):
-            with fs.open_output_stream(path) as sink:
-                pq.write_table(table, sink)
-            return uri
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex}")
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf)
+        storage.write_bytes(uri, buf.getvalue().to_pybytes(), self.cfg)  # atomic, local or S3
         return uri
 
     def parts(self, name: str) -> list[str]:

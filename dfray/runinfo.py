@@ -59,6 +59,18 @@ def detector_info(cfg: RunConfig) -> list[dict]:
     return out
 
 
+def spent_before(previous: dict | None) -> float:
+    """What earlier attempts of a run spent, from its previous run.json (0 for a new run):
+    the last report's spend, else what the last attempt carried over when it started."""
+    doc = previous or {}
+    try:
+        return float(
+            (doc.get("spend") or {}).get("spent_usd") or doc.get("spent_usd_before") or 0.0
+        )
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def start_doc(
     cfg: RunConfig,
     folder: results.RunFolder,
@@ -79,11 +91,7 @@ def start_doc(
         "attempt_started_at": started_at.isoformat(),
         "launches": (previous or {}).get("launches", 0) + 1,
         # spend of earlier attempts, kept even if this attempt dies before its report
-        "spent_usd_before": float(
-            ((previous or {}).get("spend") or {}).get("spent_usd")
-            or (previous or {}).get("spent_usd_before")
-            or 0.0
-        ),
+        "spent_usd_before": spent_before(previous),
     }
     if (
         previous

@@ -621,21 +621,14 @@ class BudgetGovernor:
 
 def _prior_spent(cfg) -> float:
     """What earlier attempts of this run spent, from its run.json (0 for a new run)."""
-    from dfray import results
+    from dfray import results, runinfo
 
     try:
         doc = results.RunFolder(cfg.out, cfg.run_id, cfg.storage).read_run_json()
     except Exception as e:  # noqa: BLE001 - an unreadable old run.json costs only the history
         log.warning("cannot read the previous spend of run %s: %s", cfg.run_id, e)
         return 0.0
-    doc = doc or {}
-    spend = doc.get("spend") or {}
-    try:
-        # "spent_usd_before": carried over by runinfo.start_doc, if it does (an attempt
-        # that crashed leaves a run.json without "spend")
-        return float(spend.get("spent_usd") or doc.get("spent_usd_before") or 0.0)
-    except (TypeError, ValueError):
-        return 0.0
+    return runinfo.spent_before(doc)
 
 
 def governor_from_args(args, cfg) -> BudgetGovernor:
