@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dfray.options import at_least, check_options, fraction, option, positive
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 AGGREGATIONS = ("mean", "confident")
@@ -80,7 +82,11 @@ class EnsembleConfig:
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    n_frames: int = 32
+    n_frames: int = option(32, flag="--frames", help="frames sampled per video, evenly spaced",
+                           check=at_least(1))
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass(frozen=True)
@@ -97,38 +103,135 @@ class FaceConfig:
 
 @dataclass(frozen=True)
 class StorageConfig:
-    """How to reach object storage. Credentials come from the usual AWS chain."""
+    """How to reach object storage. Credentials come from the usual AWS chain (the profile
+    names which one); they are never part of a config, a log or an output."""
 
-    endpoint_url: str | None = None  # S3-compatible endpoint (MinIO, moto); None for AWS
-    region: str | None = None
+    endpoint_url: str | None = option(
+        None, flag="--endpoint-url", env=("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "DFRAY_S3_ENDPOINT"),
+        help="S3-compatible endpoint (MinIO, moto) for listing, reading and writing", metavar="URL",
+        show_default="AWS")
+    region: str | None = option(
+        None, flag="--region", env=("AWS_REGION", "AWS_DEFAULT_REGION"), help="AWS region",
+        show_default="the AWS SDK's")
+    profile: str | None = option(
+        None, flag="--profile", env=("AWS_PROFILE",), help="AWS shared-config profile",
+        show_default="the AWS SDK's")
     max_attempts: int = 10  # AWS SDK standard retry mode, throttling and transient errors
+    connect_timeout_s: float = 5.0  # an unreachable endpoint fails in seconds, not minutes
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+def new_run_id() -> str:
+    """A fresh run id: UTC time plus 6 random hex digits."""
+    import uuid
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+RUN_ID_RE = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+
+
+def check_run_id(run_id: str) -> str | None:
+    """Run ids name a folder directly under --out: letters, digits, '.', '_', '-', starting
+    with a letter or digit, at most 128 characters, and no '..'."""
+    import re
+
+    if not isinstance(run_id, str) or not re.fullmatch(RUN_ID_RE, run_id) or ".." in run_id:
+        return ("must be 1-128 of [A-Za-z0-9._-], start with a letter or digit and hold "
+                "no '..' (it names a folder inside --out)")
+    return None
+
+
+def default_ensemble() -> EnsembleConfig:
+    return load_ensemble(None)
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything one scoring run needs."""
+    """Everything one scoring run needs. Each field that is also a command-line option is
+    declared once here (dfray.options) with its default, flag, help and check."""
 
-    corpus: str
-    out: str
-    run_id: str
-    ensemble: EnsembleConfig
+    corpus: str = option(kind="positional", metavar="CORPUS",
+                         help="folder or s3://bucket/prefix of videos, or a face cache")
+    out: str = option(flag="--out", metavar="OUT",
+                      help="output folder or s3:// prefix; the run goes to OUT/RUN_ID/")
+    run_id: str = option(default_factory=new_run_id, flag="--run-id", check=check_run_id,
+                         help="run id; reuse one to resume", show_default="a new time-based id")
+    ensemble: EnsembleConfig = option(default_factory=default_ensemble, flag="--config",
+                                      parse=lambda path: load_ensemble(path), metavar="YAML",
+                                      help="ensemble YAML or builtin:NAME",
+                                      show_default=BUILTIN_CONFIG)
     decode: DecodeConfig = DecodeConfig()
     faces: FaceConfig = FaceConfig()
     storage: StorageConfig = StorageConfig()
-    labels: str | None = None  # explicit labels.csv; default: found under the corpus root
-    address: str | None = None  # Ray address; None: a local Ray
-    write_faces: bool = True
-    video_timeout_s: float = 300.0
-    max_attempts: int = 3  # a video that kills its worker this often becomes status=error
-    extract_actors: tuple[int, int] = (1, 0)  # (min, max); max 0: as many as CPUs allow
-    score_actors: tuple[int, int] = (1, 1)
-    score_batch_videos: int = 8
-    flush_rows: int = 64
-    limit: int | None = None  # score only the first N videos of the manifest
-    device: str = "auto"  # auto | cpu | cuda
+    labels: str | None = option(None, flag="--labels", metavar="CSV",
+                                help="labels.csv (filename,label)",
+                                show_default="metadata.json/labels.csv under the corpus")
+    address: str | None = option(None, flag="--address", env=("RAY_ADDRESS",),
+                                 help="Ray cluster address", show_default="a local Ray")
+    write_faces: bool = option(True, flag="--no-faces-table", kind="no_flag",
+                               help="do not write the faces/ table")
+    video_timeout_s: float = option(300.0, flag="--video-timeout", check=positive, metavar="S",
+                                    help="per-video time limit for read + decode + faces, seconds")
+    max_attempts: int = option(3, flag="--max-attempts", check=at_least(1),
+                               help="crashes a video may cause before it is marked error")
+    extract_actors: int = option(0, flag="--extract-actors", check=at_least(0),
+                                 help="face-extraction actors (0: sized from the stage costs)")
+    score_actors: int = option(0, flag="--score-actors", check=at_least(0),
+                               help="detector actors (0: sized from the stage costs)")
+    score_batch_videos: int = option(8, flag="--score-batch", check=at_least(1),
+                                     help="videos per detector batch")
+    flush_rows: int = option(64, flag="--flush-rows", check=at_least(1),
+                             help="rows per Parquet part written while the run goes")
+    limit: int | None = option(None, flag="--limit", check=at_least(1),
+                               help="score only the first N videos of the manifest",
+                               show_default="all")
+    device: str = option("auto", flag="--device", choices=("auto", "cpu", "cuda"),
+                         help="where MTCNN and the detectors run")
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+SPEND_SOURCES = ("auto", "ray", "ec2")
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """The spending cap of a run and how spend is measured (see dfray.budget)."""
+
+    budget_usd: float | None = option(None, flag="--budget", check=positive, metavar="USD",
+                                      help="spending cap in USD for the whole run, all attempts",
+                                      show_default="no cap")
+    prices: tuple[str, ...] = option((), flag="--price", kind="append", metavar="TYPE=USD",
+                                     help="override a price ($/h); TYPE:spot=USD or "
+                                          "TYPE:on_demand=USD for one market")
+    head_type: str | None = option(None, flag="--head-type",
+                                   help="head instance type",
+                                   show_default="from the autoscaling config")
+    worker_type: str | None = option(None, flag="--worker-type",
+                                     help="worker instance type to project with",
+                                     show_default="the config's most expensive worker type")
+    spot: bool = option(False, flag="--spot", kind="flag",
+                        help="price --worker-type at spot")
+    reserve: float = option(0.02, flag="--budget-reserve", check=fraction, metavar="FRACTION",
+                            help="share of the budget held back for what the ledger cannot see")
+    autoscaling_config: str | None = option(
+        None, flag="--autoscaling-config", env=("DFRAY_AUTOSCALING_CONFIG",), metavar="PATH",
+        help="the autoscaling config the Ray monitor reads, whose max_workers the budget caps",
+        show_default="~/ray_bootstrap_config.yaml if present")
+    spend_source: str = option("auto", flag="--spend-source", choices=SPEND_SOURCES,
+                               help="where node uptime comes from (auto: EC2 on an AWS cluster, "
+                                    "else ray.nodes())")
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 def detector_spec_from_dict(raw: dict[str, Any]) -> DetectorSpec:

@@ -166,8 +166,8 @@ def plan_actors(cfg: RunConfig, cluster: dict) -> dict:
     cpus = float(cluster.get("CPU", 1))
     gpus = float(cluster.get("GPU", 0))
     use_gpu = gpus > 0 and cfg.device != "cpu"
-    s_min, s_max = cfg.score_actors
-    e_min, e_max = cfg.extract_actors
+    s_min, s_max = 1, cfg.score_actors or 1
+    e_min, e_max = 1, cfg.extract_actors
     if use_gpu:
         ex = {"num_cpus": 1, "num_gpus": EXTRACT_GPU}
         sc = {"num_cpus": 1, "num_gpus": SCORE_GPU}

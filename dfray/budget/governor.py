@@ -631,31 +631,29 @@ def _prior_spent(cfg) -> float:
     return runinfo.spent_before(doc)
 
 
-def governor_from_args(args, cfg) -> BudgetGovernor:
-    """Build the governor for ``dfray score --budget USD`` (see commands/score.py)."""
+def governor_from_config(budget, cfg) -> BudgetGovernor:
+    """Build the governor for a run with a BudgetConfig (``dfray score --budget USD``).
+
+    The autoscaling config falls back to ``~/ray_bootstrap_config.yaml`` when it exists
+    (where ``ray up`` puts it on the head); the region to the cluster config's provider."""
     from dfray.budget.prices import PriceBook, parse_price_overrides
 
-    path = getattr(args, "autoscaling_config", None) or os.environ.get("DFRAY_AUTOSCALING_CONFIG")
+    path = budget.autoscaling_config
     if path is None and os.path.exists(os.path.expanduser(BOOTSTRAP_CONFIG)):
         path = os.path.expanduser(BOOTSTRAP_CONFIG)
     cap = AutoscalerCap(path) if path else None
     cluster_config = cap.read() if cap else None
     provider = (cluster_config or {}).get("provider") or {}
-    region = (
-        getattr(args, "region", None)
-        or os.environ.get("AWS_REGION")
-        or os.environ.get("AWS_DEFAULT_REGION")
-        or provider.get("region")
-        or "us-east-1"
-    )
+    region = cfg.storage.region or provider.get("region") or "us-east-1"
     try:
-        overrides = parse_price_overrides(getattr(args, "price", None))
+        overrides = parse_price_overrides(list(budget.prices))
     except ValueError as e:
         raise BudgetError(str(e)) from e
     book = PriceBook(region, overrides=overrides)
-    source_kind = getattr(args, "spend_source", None) or "auto"
     source = None
-    if source_kind == "ec2" or (source_kind == "auto" and provider.get("type") == "aws"):
+    if budget.spend_source == "ec2" or (
+        budget.spend_source == "auto" and provider.get("type") == "aws"
+    ):
         from dfray.budget.ledger import Ec2NodeSource
 
         name = (cluster_config or {}).get("cluster_name")
@@ -663,12 +661,12 @@ def governor_from_args(args, cfg) -> BudgetGovernor:
             raise BudgetError("--spend-source ec2 needs a cluster config with cluster_name")
         source = Ec2NodeSource(name, region=provider.get("region") or region)
     return BudgetGovernor(
-        args.budget,
+        budget.budget_usd,
         book,
-        worker_type=getattr(args, "worker_type", None),
-        head_type=getattr(args, "head_type", None),
-        spot=bool(getattr(args, "spot", False)),
-        reserve=float(getattr(args, "budget_reserve", DEFAULT_RESERVE)),
+        worker_type=budget.worker_type,
+        head_type=budget.head_type,
+        spot=budget.spot,
+        reserve=budget.reserve,
         source=source,
         cluster_config=cluster_config,
         autoscaling_config=path,
@@ -681,5 +679,5 @@ __all__ = [
     "BudgetError",
     "BudgetGovernor",
     "allowed_workers",
-    "governor_from_args",
+    "governor_from_config",
 ]

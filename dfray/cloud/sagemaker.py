@@ -909,7 +909,7 @@ def run_entry(args) -> int:
             write_faces=not args.no_faces_table,
             video_timeout_s=args.video_timeout,
             max_attempts=args.max_attempts,
-            extract_actors=(1, args.extract_actors),
+            extract_actors=args.extract_actors,
             score_batch_videos=args.score_batch,
             device=args.device,
         )

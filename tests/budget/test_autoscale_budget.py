@@ -269,8 +269,8 @@ def _run_cfg(corpus: Path, out: Path, config: str):
         decode=DecodeConfig(n_frames=8),
         address=None,
         write_faces=False,
-        extract_actors=(1, 1),
-        score_actors=(1, 1),
+        extract_actors=1,
+        score_actors=1,
         score_batch_videos=1,
         flush_rows=1,
     )

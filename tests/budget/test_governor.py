@@ -3,7 +3,6 @@ rewrite. No Ray: nodes come from a scripted source."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -21,10 +20,10 @@ from dfray.budget.governor import (
     BudgetError,
     BudgetGovernor,
     allowed_workers,
-    governor_from_args,
+    governor_from_config,
 )
 from dfray.budget.ledger import Ec2NodeSource, NodeSeen
-from dfray.config import StorageConfig
+from dfray.config import BudgetConfig, StorageConfig
 from dfray.progress import Progress
 
 FAKE_CONFIG = Path(__file__).resolve().parents[2] / "infra" / "fake-multinode.yaml"
@@ -300,23 +299,17 @@ def test_local_governor_has_no_cap():
     assert rep["autoscaling_config"] is None and rep["max_workers_allowed"] is None
 
 
-# -- governor_from_args ----------------------------------------------------------------------------
+# -- governor_from_config ----------------------------------------------------------------------------
 
 
-def args(**kw) -> argparse.Namespace:
+def args(**kw) -> BudgetConfig:
     base = dict(
-        budget=5.0,
-        price=["g4dn.xlarge=1.0", "m6i.large=0.1"],
-        head_type=None,
-        worker_type=None,
-        spot=False,
-        budget_reserve=0.05,
-        autoscaling_config=None,
-        spend_source="auto",
-        region="us-east-1",
+        budget_usd=5.0,
+        prices=("g4dn.xlarge=1.0", "m6i.large=0.1"),
+        reserve=0.05,
     )
     base.update(kw)
-    return argparse.Namespace(**base)
+    return BudgetConfig(**base)
 
 
 @pytest.fixture
@@ -325,14 +318,14 @@ def no_bootstrap(monkeypatch, tmp_path):
     monkeypatch.delenv("DFRAY_AUTOSCALING_CONFIG", raising=False)
 
 
-def test_governor_from_args(fake_config, tmp_path, no_bootstrap):
+def test_governor_from_config(fake_config, tmp_path, no_bootstrap):
     out = tmp_path / "out"
     (out / "r1").mkdir(parents=True)
     (out / "r1" / "run.json").write_text(
         json.dumps({"state": "budget_exhausted", "spend": {"spent_usd": 1.25}})
     )
-    cfg = SimpleNamespace(out=str(out), run_id="r1", storage=StorageConfig())
-    g = governor_from_args(args(autoscaling_config=str(fake_config)), cfg)
+    cfg = SimpleNamespace(out=str(out), run_id="r1", storage=StorageConfig(region="us-east-1"))
+    g = governor_from_config(args(autoscaling_config=str(fake_config)), cfg)
     assert (g.budget_usd, g.reserve, g.prior_spent_usd) == (5.0, 0.05, 1.25)
     assert (g.head_type, g.worker_type, g.upper) == ("m6i.large", "g4dn.xlarge", 4)
     assert (g.head_price.source, g.worker_price.usd_per_hour) == ("override", 1.0)
@@ -340,25 +333,25 @@ def test_governor_from_args(fake_config, tmp_path, no_bootstrap):
     # an attempt that crashed left no "spend", only what runinfo carried over from before
     (out / "r2").mkdir()
     (out / "r2" / "run.json").write_text(json.dumps({"state": "running", "spent_usd_before": 2.5}))
-    crashed = SimpleNamespace(out=str(out), run_id="r2", storage=StorageConfig())
-    assert governor_from_args(args(head_type="m6i.large"), crashed).prior_spent_usd == 2.5
+    crashed = SimpleNamespace(out=str(out), run_id="r2", storage=StorageConfig(region="us-east-1"))
+    assert governor_from_config(args(head_type="m6i.large"), crashed).prior_spent_usd == 2.5
 
-    new = SimpleNamespace(out=str(out), run_id="new", storage=StorageConfig())
-    local = governor_from_args(args(head_type="m6i.large"), new)
+    new = SimpleNamespace(out=str(out), run_id="new", storage=StorageConfig(region="us-east-1"))
+    local = governor_from_config(args(head_type="m6i.large"), new)
     assert local.prior_spent_usd == 0.0 and local.cap_file is None
     with pytest.raises(BudgetError, match="--head-type"):
-        governor_from_args(args(), new)
+        governor_from_config(args(), new)
     with pytest.raises(BudgetError, match="TYPE=USD"):
-        governor_from_args(args(price=["nonsense"], head_type="m6i.large"), new)
+        governor_from_config(args(prices=("nonsense",), head_type="m6i.large"), new)
 
 
-def test_governor_from_args_on_aws_reads_ec2(tmp_path, no_bootstrap):
+def test_governor_from_config_on_aws_reads_ec2(tmp_path, no_bootstrap):
     config = read(FAKE_CONFIG)
     config["provider"] = {"type": "aws", "region": "us-west-2"}
     path = tmp_path / "aws.yaml"
     path.write_text(yaml.safe_dump(config))
-    cfg = SimpleNamespace(out=str(tmp_path), run_id="x", storage=StorageConfig())
-    g = governor_from_args(args(autoscaling_config=str(path)), cfg)
+    cfg = SimpleNamespace(out=str(tmp_path), run_id="x", storage=StorageConfig(region="us-east-1"))
+    g = governor_from_config(args(autoscaling_config=str(path)), cfg)
     assert isinstance(g.source, Ec2NodeSource)
     assert (g.source.cluster_name, g.source.region) == ("dfray-fake", "us-west-2")
 
