@@ -182,8 +182,8 @@ class RunConfig:
                                  help="face-extraction actors (0: sized from the stage costs)")
     score_actors: int = option(0, flag="--score-actors", check=at_least(0),
                                help="detector actors (0: sized from the stage costs)")
-    score_batch_videos: int = option(8, flag="--score-batch", check=at_least(1),
-                                     help="videos per detector batch")
+    score_batch_videos: int = option(0, flag="--score-batch", check=at_least(0),
+                                     help="videos per detector batch (0: 8 on GPUs, 1 on CPUs)")
     flush_rows: int = option(64, flag="--flush-rows", check=at_least(1),
                              help="rows per Parquet part written while the run goes")
     limit: int | None = option(None, flag="--limit", check=at_least(1),

@@ -20,8 +20,14 @@ import numpy as np
 from dfray import storage
 from dfray.config import DecodeConfig, FaceConfig, StorageConfig
 from dfray.decode import DecodeError, decode_frames, frame_indices
+from dfray.faces import pack_crops
+from dfray.stage import Resources
 
-FACE_COLUMNS = ("face_frame_index", "face_boxes", "face_probs")
+# Per-face arrays of an extracted video, packed as bytes: frame indices (int32), boxes
+# (float32 x1 y1 x2 y2), MTCNN probabilities (float32), the margin crops at native
+# resolution (uint8 pixels concatenated) and their heights/widths (int32); see
+# dfray.faces.pack_crops.
+FACE_COLUMNS = ("face_frame_index", "face_boxes", "face_probs", "face_crops", "face_shapes")
 
 
 # Columns of the videos table known once a video is extracted (scores come later).
@@ -47,8 +53,8 @@ EXTRACT_COLUMNS = (
 )
 
 
-def extract_schema(sizes: tuple[int, ...]):
-    """Rows leaving the extract stage: those videos-table columns, faces and crops."""
+def extract_schema():
+    """Rows leaving the extract stage: those videos-table columns and the packed faces."""
     import pyarrow as pa
 
     from dfray.results import videos_schema
@@ -56,8 +62,8 @@ def extract_schema(sizes: tuple[int, ...]):
     video = videos_schema([])
     return pa.schema(
         [video.field(c) for c in EXTRACT_COLUMNS]
-        + [pa.field(c, pa.binary()) for c in FACE_COLUMNS]
-        + [pa.field(f"crops_{s}", pa.binary()) for s in sizes]
+        + [pa.field(c, pa.large_binary() if c == "face_crops" else pa.binary())
+           for c in FACE_COLUMNS]
     )
 
 
@@ -66,14 +72,21 @@ def worker_name() -> str:
 
 
 class VideoExtractor:
-    """Holds a FaceExtractor (MTCNN); `__call__(row)` returns the extracted row."""
+    """Holds a FaceExtractor (MTCNN); `__call__(row)` returns the extracted row: status
+    `extracted` with the packed faces, or a final status (read_error, decode_error,
+    no_faces, timeout, error) with its message."""
+
+    @staticmethod
+    def resources(on_gpu: bool) -> Resources:
+        """One actor: one core (decode and MTCNN on one torch thread; a 1080p video's 32
+        frames are ~200 MB of RGB), plus a fifth of a GPU for MTCNN on GPU nodes."""
+        return Resources(cpus=1.0, gpus=0.2 if on_gpu else 0.0, memory_mb=1500)
 
     def __init__(
         self,
         faces: FaceConfig,
         decode: DecodeConfig,
         store: StorageConfig,
-        sizes: tuple[int, ...],
         device: str = "cpu",
         timeout_s: float = 300.0,
         max_attempts: int = 3,
@@ -84,7 +97,6 @@ class VideoExtractor:
         self.faces = FaceExtractor(faces, device)
         self.decode_cfg = decode
         self.store = store
-        self.sizes = sizes
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
         self.on_start = on_start
@@ -155,7 +167,7 @@ class VideoExtractor:
         t1 = time.perf_counter()
         try:
             idx = frame_indices(info.frame_count, self.decode_cfg.n_frames)[: frames.shape[0]]
-            faces = self.faces.extract(frames, idx, self.sizes)
+            faces = self.faces.extract(frames, idx)
         except Exception as e:  # a model failure on one video must not end the run
             return {**out, "status": "error", "error": f"face extraction failed: {_msg(e)}"}
         del frames
@@ -168,8 +180,7 @@ class VideoExtractor:
         out["face_frame_index"] = faces.frame_index.astype(np.int32).tobytes()
         out["face_boxes"] = faces.boxes.astype(np.float32).tobytes()
         out["face_probs"] = faces.probs.astype(np.float32).tobytes()
-        for s, crops in faces.crops.items():
-            out[f"crops_{s}"] = np.ascontiguousarray(crops, dtype=np.uint8).tobytes()
+        out["face_crops"], out["face_shapes"] = pack_crops(faces.crops)
         out["status"] = "extracted"
         return out
 

@@ -2,7 +2,8 @@
 
 Frames are downscaled by `scale` (0.5) for detection and the boxes scaled back; every
 face of every sampled frame is kept; a margin of one third of the box width/height is
-added on each side; the crop is isotropically resized (longer side to the detector input,
+added on each side (the margin crop, at native resolution: what moves between stages and
+what a face cache stores); for each detector the margin crop is isotropically resized (longer side to the detector input,
 cv2 INTER_AREA down / INTER_CUBIC up) and zero-padded to a square. All frames of one
 video go through MTCNN as one batch on a GPU (they share a size: one launch per pyramid
 level instead of 32). On the CPU frames go one at a time: on one thread batching measured
@@ -27,7 +28,7 @@ class Faces:
     frame_index: np.ndarray  # (N,) int32 frame index in the video
     boxes: np.ndarray  # (N, 4) float32 x1, y1, x2, y2 in full-resolution pixels
     probs: np.ndarray  # (N,) float32 MTCNN face probability
-    crops: dict[int, np.ndarray] = field(default_factory=dict)  # size -> (N, S, S, 3) uint8
+    crops: list[np.ndarray] = field(default_factory=list)  # margin crops, native resolution
 
     def __len__(self) -> int:
         return int(self.frame_index.shape[0])
@@ -68,14 +69,47 @@ def crop_box(frame: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray:
     return frame[max(y1 - ph, 0) : y2 + ph, max(x1 - pw, 0) : x2 + pw]
 
 
+def margin_crops(frames: np.ndarray, frame_pos: np.ndarray, boxes: np.ndarray,
+                 margin: float) -> list[np.ndarray]:
+    """Each face's box plus margin, at the frame's native resolution (what a face cache
+    stores); frame_pos indexes into `frames`."""
+    return [np.ascontiguousarray(crop_box(frames[pos], box, margin))
+            for pos, box in zip(frame_pos, boxes, strict=True)]
+
+
+def fit_crops(crops: list[np.ndarray], size: int) -> np.ndarray:
+    """(N, size, size, 3) uint8: each margin crop isotropically resized and zero-padded."""
+    out = np.zeros((len(crops), size, size, 3), dtype=np.uint8)
+    for i, crop in enumerate(crops):
+        if crop.size:
+            out[i] = put_to_center(isotropic_resize(crop, size), size)
+    return out
+
+
 def make_crops(frames: np.ndarray, frame_pos: np.ndarray, boxes: np.ndarray, size: int,
                margin: float) -> np.ndarray:
     """(N, size, size, 3) uint8 crops; frame_pos indexes into `frames`."""
-    out = np.zeros((len(boxes), size, size, 3), dtype=np.uint8)
-    for i, (pos, box) in enumerate(zip(frame_pos, boxes, strict=True)):
-        crop = crop_box(frames[pos], box, margin)
-        if crop.size:
-            out[i] = put_to_center(isotropic_resize(crop, size), size)
+    return fit_crops(margin_crops(frames, frame_pos, boxes, margin), size)
+
+
+def pack_crops(crops: list[np.ndarray]) -> tuple[bytes, bytes]:
+    """Variable-size crops as (concatenated uint8 pixels, int32 (N, 2) heights/widths)."""
+    shapes = np.array([c.shape[:2] for c in crops], dtype=np.int32).reshape(-1, 2)
+    data = b"".join(np.ascontiguousarray(c, dtype=np.uint8).tobytes() for c in crops)
+    return data, shapes.tobytes()
+
+
+def unpack_crops(data: bytes, shapes: bytes) -> list[np.ndarray]:
+    """The inverse of pack_crops (views into `data`, no copy)."""
+    hw = np.frombuffer(shapes, np.int32).reshape(-1, 2)
+    flat = np.frombuffer(data, np.uint8)
+    out, at = [], 0
+    for h, w in hw:
+        n = int(h) * int(w) * 3
+        out.append(flat[at : at + n].reshape(int(h), int(w), 3))
+        at += n
+    if at != flat.size:
+        raise ValueError(f"crop data holds {flat.size} bytes, shapes describe {at}")
     return out
 
 
@@ -137,7 +171,9 @@ class FaceExtractor:
             np.asarray(probs, dtype=np.float32),
         )
 
-    def extract(self, frames: np.ndarray, frame_index: np.ndarray, sizes: tuple[int, ...]) -> Faces:
+    def extract(self, frames: np.ndarray, frame_index: np.ndarray) -> Faces:
+        """Every face of the frames, with its margin crop at native resolution (crops for a
+        detector's input size are made from it by `fit_crops`)."""
         pos, boxes, probs = self.detect(frames)
-        crops = {s: make_crops(frames, pos, boxes, s, self.cfg.margin) for s in sizes}
+        crops = margin_crops(frames, pos, boxes, self.cfg.margin)
         return Faces(frame_index[pos].astype(np.int32), boxes.astype(np.float32), probs, crops)

@@ -1,13 +1,24 @@
-"""Live progress on the console and the per-stage table saved into run.json."""
+"""Live progress of a run, and the per-stage table saved into run.json.
+
+Per video: videos done/total, videos/s, ETA, failures, faces extracted ahead of scoring,
+and whatever the budget governor adds (spend). Before the first video finishes it says
+what is happening (listing, starting Ray, loading models). On a terminal it is a live
+tqdm bar; otherwise (a pipe, `ray job logs`) plain timestamped lines every `every_s`
+seconds and at each phase. Messages go through the `dfray` logger (stderr), so `-q`
+silences them and data on stdout stays clean.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 STAGE_COLUMNS = {"decode": "decode_s", "detect": "detect_s", "score": "score_s"}
+OK_STATUSES = ("ok", "no_faces")
+log = logging.getLogger("dfray")
 
 
 def fmt_duration(seconds: float) -> str:
@@ -21,20 +32,52 @@ def fmt_duration(seconds: float) -> str:
 
 @dataclass
 class Progress:
-    """Counts finished videos, prints a status line at most every `every_s` seconds."""
+    """Counts finished videos; shows a bar (terminal) or timestamped lines (elsewhere)."""
 
-    total: int
+    total: int = 0
     already_done: int = 0
-    every_s: float = 2.0
+    every_s: float = 10.0  # between plain lines; the bar refreshes continuously
     stream: object = field(default=sys.stderr)
     enabled: bool = True
+    bar: bool | None = None  # None: a bar when the stream is a terminal
     started: float = field(default_factory=time.monotonic)
     done: int = 0
+    extracted: int = 0  # videos through the extract stage (may run ahead of `done`)
     statuses: Counter = field(default_factory=Counter)
     stage_s: Counter = field(default_factory=Counter)
     stage_n: Counter = field(default_factory=Counter)
     extra: dict = field(default_factory=dict)
     _last: float = 0.0
+    _bar: object = None
+    _phase: str = ""
+
+    def __post_init__(self) -> None:
+        if self.bar is None:
+            isatty = getattr(self.stream, "isatty", None)
+            self.bar = bool(isatty and isatty())
+
+    # -- what happens before and between rows ----------------------------------------------
+
+    def phase(self, message: str) -> None:
+        """Say what the run is doing now (listing, starting Ray, loading models …)."""
+        self._phase = message
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.set_description_str(f"[dfray] {message}", refresh=True)
+        else:
+            self._emit(message)
+
+    def start(self, total: int, already_done: int) -> None:
+        """The pipeline starts: `total` videos of which `already_done` have rows."""
+        self.total, self.already_done = total, already_done
+        self.started = time.monotonic()
+        if self.enabled and self.bar and self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=already_done, file=self.stream,
+                             unit="video", dynamic_ncols=True, smoothing=0.1,
+                             desc=f"[dfray] {self._phase}" if self._phase else "[dfray]")
 
     def add(self, rows: list[dict]) -> None:
         for r in rows:
@@ -45,7 +88,15 @@ class Progress:
                 if v is not None:
                     self.stage_s[stage] += float(v)
                     self.stage_n[stage] += 1
+        if rows and self._phase:
+            self._phase = ""
+            if self._bar is not None:
+                self._bar.set_description_str("[dfray]", refresh=False)
+        if self._bar is not None:
+            self._bar.update(len(rows))
         self.maybe_print()
+
+    # -- figures ---------------------------------------------------------------------------
 
     @property
     def elapsed(self) -> float:
@@ -57,42 +108,76 @@ class Progress:
 
     @property
     def failures(self) -> int:
-        return sum(v for k, v in self.statuses.items() if k not in ("ok", "no_faces"))
+        return sum(v for k, v in self.statuses.items() if k not in OK_STATUSES)
+
+    def _fields(self) -> str:
+        text = f"failures {self.failures}"
+        if self.extracted > self.done:
+            text += f" | extracted {self.already_done + self.extracted}"
+        for k, v in self.extra.items():
+            text += f" | {k} {v}"
+        return text
 
     def line(self) -> str:
         todo = self.total - self.already_done
         eta = (todo - self.done) / self.rate if self.rate > 0 else float("inf")
         text = (
-            f"[dfray] {self.already_done + self.done}/{self.total} videos"
-            f" | {self.rate:.2f} videos/s | ETA {fmt_duration(eta)}"
-            f" | failures {self.failures}"
+            f"{self.already_done + self.done}/{self.total} videos"
+            f" | {self.rate:.2f} videos/s | ETA {fmt_duration(eta)} | {self._fields()}"
         )
-        for k, v in self.extra.items():
-            text += f" | {k} {v}"
+        if self._phase and not self.done:
+            text += f" | {self._phase}"
         return text
 
     def maybe_print(self, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._fields(), refresh=False)
+            self._bar.refresh()
+            return
         now = time.monotonic()
-        if self.enabled and (force and self._last < now or now - self._last >= self.every_s):
+        if force or now - self._last >= self.every_s:
             self._last = now
-            print(self.line(), file=self.stream, flush=True)
+            self._emit(self.line())
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._fields(), refresh=True)
+            self._bar.close()
+            self._bar = None
+        elif self.enabled and self.total:
+            self.maybe_print(force=True)
+
+    def _emit(self, message: str) -> None:
+        if self.stream is sys.stderr and log.handlers:
+            log.info(message)
+        else:
+            stamp = time.strftime("%H:%M:%S")
+            print(f"[dfray] {stamp} {message}", file=self.stream, flush=True)
+
+    # -- the stage table -------------------------------------------------------------------
 
     def stage_table(self, wall_s: float, workers: dict[str, int]) -> dict:
         """Per stage: seconds per video, share of the work, utilisation of its workers."""
-        total = sum(self.stage_s.values()) or 1.0
-        out = {}
-        for stage in STAGE_COLUMNS:
-            s, n = self.stage_s[stage], self.stage_n[stage]
-            w = max(1, workers.get(stage, 1))
-            out[stage] = {
-                "videos": n,
-                "total_s": round(s, 3),
-                "s_per_video": round(s / n, 4) if n else None,
-                "share_of_work": round(s / total, 4),
-                "utilization": round(s / (wall_s * w), 4) if wall_s > 0 else None,
-                "workers": w,
-            }
-        return out
+        return stage_table(self.stage_s, self.stage_n, wall_s, workers)
+
+
+def stage_table(stage_s, stage_n, wall_s: float, workers: dict[str, int]) -> dict:
+    total = sum(stage_s.values()) or 1.0
+    out = {}
+    for stage in STAGE_COLUMNS:
+        s, n = float(stage_s.get(stage, 0.0)), int(stage_n.get(stage, 0))
+        w = max(1, workers.get(stage, 1))
+        out[stage] = {
+            "videos": n,
+            "total_s": round(s, 3),
+            "s_per_video": round(s / n, 4) if n else None,
+            "share_of_work": round(s / total, 4),
+            "utilization": round(s / (wall_s * w), 4) if wall_s > 0 else None,
+            "workers": w,
+        }
+    return out
 
 
 def format_stage_table(table: dict) -> str:

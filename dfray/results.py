@@ -150,6 +150,15 @@ class RunFolder:
         return set() if t is None else set(t.column("video_id").to_pylist())
 
 
+def read_manifest(folder: RunFolder, columns: list[str] | None = None):
+    """The run's manifest.parquet (the one manifest reader), optionally some columns."""
+    import pyarrow.parquet as pq
+
+    fs, path = storage.filesystem(folder.manifest, folder.cfg)
+    with fs.open_input_file(path) as f:
+        return pq.read_table(f, columns=columns)
+
+
 def read_videos(run_dir: str, cfg: StorageConfig | None = None):
     """The videos table of a run folder, one row per video (first written wins)."""
     import pyarrow as pa

@@ -7,7 +7,7 @@ from collections import Counter
 from importlib import metadata
 
 from dfray import SCHEMA_VERSION, results
-from dfray.config import RunConfig
+from dfray.config import ConfigError, RunConfig
 
 PACKAGES = (
     "dfray",
@@ -34,31 +34,6 @@ def versions() -> dict:
     return out
 
 
-def detector_info(cfg: RunConfig) -> list[dict]:
-    """Resolve every detector's weights once in the driver: fails fast on a bad sha256."""
-    from dfray.detectors.registry import check_spec
-    from dfray.detectors.weights import resolve_weights
-
-    out = []
-    for spec in cfg.ensemble.detectors:
-        check_spec(spec)
-        sha = None
-        if spec.weights:
-            _, sha = resolve_weights(spec.weights, spec.sha256, storage=cfg.storage)
-        out.append(
-            {
-                "name": spec.name,
-                "arch": spec.arch,
-                "weights": spec.weights,
-                "sha256": sha,
-                "input_size": spec.input_size,
-                "aggregation": spec.aggregation,
-                "weight": spec.weight,
-            }
-        )
-    return out
-
-
 def spent_before(previous: dict | None) -> float:
     """What earlier attempts of a run spent, from its previous run.json (0 for a new run):
     the last report's spend, else what the last attempt carried over when it started."""
@@ -74,75 +49,107 @@ def spent_before(previous: dict | None) -> float:
 def start_doc(
     cfg: RunConfig,
     folder: results.RunFolder,
-    detectors: list[dict],
+    detectors: list[dict] | None,
     previous: dict | None,
     started_at,
+    kind: str = "score",
+    extra: dict | None = None,
 ) -> dict:
+    """The document of a run (run.json) or face cache (cache.json) as an attempt starts:
+    everything earlier attempts recorded (their stats, spend, times) is kept."""
+    prev = previous or {}
+    if (
+        detectors is not None
+        and prev.get("detectors")
+        and [d.get("sha256") for d in prev["detectors"]] != [d["sha256"] for d in detectors]
+    ):
+        raise ConfigError(
+            f"run {cfg.run_id} was started with other detector weights; use a new --run-id"
+        )
     doc = {
+        **prev,
         "schema_version": SCHEMA_VERSION,
+        "kind": kind,
         "run_id": cfg.run_id,
         "corpus": cfg.corpus,
         "run_dir": folder.root,
         "config": cfg.to_dict(),
-        "detectors": detectors,
         "versions": versions(),
         "state": "running",
-        "started_at": (previous or {}).get("started_at", started_at.isoformat()),
+        "started_at": prev.get("started_at", started_at.isoformat()),
         "attempt_started_at": started_at.isoformat(),
-        "launches": (previous or {}).get("launches", 0) + 1,
+        "launches": prev.get("launches", 0) + 1,
+        "attempts": list(prev.get("attempts") or []),
         # spend of earlier attempts, kept even if this attempt dies before its report
         "spent_usd_before": spent_before(previous),
+        **(extra or {}),
     }
-    if (
-        previous
-        and previous.get("detectors")
-        and [d.get("sha256") for d in previous["detectors"]] != [d["sha256"] for d in detectors]
-    ):
-        raise ValueError(
-            f"run {cfg.run_id} was started with other detector weights; use a new --run-id"
-        )
+    if detectors is not None:
+        doc["detectors"] = detectors
+    else:
+        doc.pop("detectors", None)
     return doc
 
 
-def finish_doc(
-    doc: dict,
-    folder: results.RunFolder,
-    state: str,
-    prog,
-    stages: dict,
-    wall_s: float,
-    plan: dict,
-    governor,
-) -> dict:
+def video_counts(folder: results.RunFolder) -> tuple[dict, set[str]]:
+    """Counts by status over unique video ids (the first row of a video wins), and the ids."""
     table = folder.read_table("videos", columns=["video_id", "status"])
-    statuses = [] if table is None else table.column("status").to_pylist()
-    ids = set() if table is None else set(table.column("video_id").to_pylist())
+    counts: Counter = Counter()
+    ids: set[str] = set()
+    if table is not None:
+        for vid, status in zip(table.column("video_id").to_pylist(),
+                               table.column("status").to_pylist(), strict=True):
+            if vid not in ids:
+                ids.add(vid)
+                counts[status] += 1
+    return dict(counts), ids
+
+
+def finish_doc(doc: dict, folder: results.RunFolder, state: str, attempt: dict | None,
+               governor=None) -> dict:
+    """The document as an attempt ends: its stats appended to `attempts`, `stats` the
+    totals over every attempt, counts over unique video ids, the unscored list when the
+    run stopped early."""
+    counts, ids = video_counts(folder)
     doc = dict(doc)
     doc["state"] = state
     doc["ended_at"] = results.now_utc().isoformat()
-    doc["counts"] = dict(Counter(statuses))
+    doc["counts"] = counts
     doc["n_rows"] = len(ids)
-    doc["stats"] = {
-        "wall_s": round(wall_s, 3),
-        "n_scored": prog.done,
-        "videos_per_s": round(prog.done / wall_s, 4) if wall_s > 0 else None,
-        "device": plan.get("device", "cpu"),
-        "nodes": plan.get("nodes", 1),
-        "workers": plan["extract"][1],
-        "score_workers": plan["score"][1],
-        "stages": stages,
-    }
+    if attempt is not None:
+        doc["attempts"] = [*doc.get("attempts", []), attempt]
+    if doc.get("attempts"):
+        doc["stats"] = totals(doc["attempts"])
     if governor is not None:
         doc["spend"] = governor.report()
     if state != "complete":
-        import pyarrow.parquet as pq
-
-        from dfray import storage
-
-        fs, path = storage.filesystem(folder.manifest, folder.cfg)
-        with fs.open_input_file(path) as f:
-            all_ids = pq.read_table(f, columns=["video_id"]).column("video_id").to_pylist()
-        doc["unscored"] = [v for v in all_ids if v not in ids]
+        all_ids = results.read_manifest(folder, columns=["video_id"]).column("video_id")
+        doc["unscored"] = [v for v in all_ids.to_pylist() if v not in ids]
     else:
         doc.pop("unscored", None)
     return doc
+
+
+def totals(attempts: list[dict]) -> dict:
+    """Stats over every attempt: wall time and videos summed, stage seconds summed and
+    re-divided; device, nodes and layout those of the last attempt."""
+    from dfray.progress import stage_table
+
+    wall = sum(a.get("wall_s") or 0.0 for a in attempts)
+    n = sum(a.get("n_scored") or 0 for a in attempts)
+    stage_s: Counter = Counter()
+    stage_n: Counter = Counter()
+    for a in attempts:
+        for name, st in (a.get("stages") or {}).items():
+            stage_s[name] += st.get("total_s") or 0.0
+            stage_n[name] += st.get("videos") or 0
+    last = attempts[-1]
+    workers = {k: v.get("workers", 1) for k, v in (last.get("stages") or {}).items()}
+    return {
+        **{k: v for k, v in last.items() if k not in ("wall_s", "n_scored", "stages")},
+        "wall_s": round(wall, 3),
+        "n_scored": n,
+        "videos_per_s": round(n / wall, 4) if wall > 0 else None,
+        "stages": stage_table(stage_s, stage_n, wall, workers),
+        "attempts": len(attempts),
+    }

@@ -1,9 +1,16 @@
 """Score stage: the detector ensemble over the faces of a batch of extracted videos.
 
-Faces of all videos in the batch go through each detector together (one forward pass per
-chunk of `batch_size` crops, across video boundaries), then scores are split back per
+For each detector, every video's margin crops are fitted to the detector's input size
+(dfray.faces.fit_crops: isotropic resize + zero padding, the same code whether the crops
+come from the extract stage or from a face cache) and the faces of all videos in the batch
+go through the detector together, across video boundaries. Scores are split back per
 video, aggregated per detector with the spec's strategy and weight-averaged. Videos that
 arrive with a final status (read_error, no_faces, …) pass through unscored.
+
+A detector is untrusted code in effect (a submitted model): if it raises, or returns a
+wrong shape, NaN or a probability outside [0, 1], the batch is retried one video at a time
+so that only the videos it fails on get an `error` row with the message; their
+batch-mates are scored. Nothing is clipped or invented.
 """
 
 from __future__ import annotations
@@ -14,7 +21,12 @@ import numpy as np
 
 from dfray.aggregate import aggregate, ensemble
 from dfray.config import EnsembleConfig
+from dfray.faces import fit_crops, unpack_crops
 from dfray.results import now_utc
+from dfray.stage import Resources
+
+FACE_OUT = ("face_frame_index", "face_boxes", "face_probs", "face_scores")
+DROPPED = ("face_crops", "face_shapes")  # inputs only: crops never reach the tables
 
 
 def score_schema(detector_names):
@@ -23,21 +35,45 @@ def score_schema(detector_names):
 
     from dfray.results import videos_schema
 
-    extra = [(c, pa.binary()) for c in ("face_frame_index", "face_boxes", "face_probs", "face_scores")]
-    return pa.schema(list(videos_schema(detector_names)) + [pa.field(n, t) for n, t in extra])
+    return pa.schema(
+        list(videos_schema(detector_names)) + [pa.field(c, pa.binary()) for c in FACE_OUT]
+    )
+
+
+def error_text(e: BaseException, limit: int = 300) -> str:
+    """One printable line for an exception raised by a model. TorchScript errors carry the
+    script's traceback first and the actual error on their last line."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    if not lines:
+        text = type(e).__name__
+    elif len(lines) > 1 and "TorchScript" in lines[0]:
+        text = lines[-1]
+    else:
+        text = lines[0]
+    if not text.startswith(type(e).__name__):
+        text = f"{type(e).__name__}: {text}"
+    return "".join(c if c.isprintable() else "?" for c in text)[:limit]
 
 
 class EnsembleScorer:
     """Holds the detectors of an ensemble; `__call__(rows)` returns final video rows."""
 
+    @staticmethod
+    def resources(on_gpu: bool, model_mb: float = 0.0) -> Resources:
+        """One actor: one core feeding the models (its torch threads are set by the
+        runner's layout), a third of a GPU on GPU nodes; memory for the weights twice over
+        (loaded and in use) plus activations."""
+        return Resources(cpus=1.0, gpus=0.3 if on_gpu else 0.0,
+                         memory_mb=int(800 + 2 * model_mb))
+
     def __init__(self, cfg: EnsembleConfig, device: str = "auto", precision: str = "auto",
-                 batch_size: int = 64, run_id: str = "", storage=None):
+                 batch_size: int = 64, run_id: str = "", storage=None, detectors=None):
         from dfray.detectors import create_detector
 
         self.cfg = cfg
         self.run_id = run_id
         self.batch_size = batch_size
-        self.detectors = [
+        self.detectors = detectors or [
             create_detector(spec, device=device, precision=precision, storage=storage)
             for spec in cfg.detectors
         ]
@@ -52,23 +88,50 @@ class EnsembleScorer:
         todo = [r for r in rows if r.get("status") == "extracted"]
         t0 = time.perf_counter()
         counts = [int(r["n_faces"]) for r in todo]
-        per_det: dict[str, np.ndarray] = {}
+        crops = [unpack_crops(r["face_crops"], r["face_shapes"]) for r in todo]
+        failed: dict[int, str] = {}
+        per_det: dict[str, list[np.ndarray | None]] = {}
+        fitted: dict[int, list[np.ndarray]] = {}
         for det in self.detectors:
             s = det.spec.input_size
-            crops = [np.frombuffer(r[f"crops_{s}"], np.uint8).reshape(-1, s, s, 3) for r in todo]
-            batch = np.concatenate(crops) if crops else np.zeros((0, s, s, 3), np.uint8)
-            per_det[det.spec.name] = det.predict(batch, batch_size=self.batch_size)
+            if s not in fitted:
+                fitted[s] = [fit_crops(c, s) for c in crops]
+            per_det[det.spec.name] = self._predict(det, fitted[s], failed)
         elapsed = time.perf_counter() - t0
         total_faces = max(1, sum(counts))
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int)
         scored = {}
         for i, r in enumerate(todo):
-            lo, hi = offsets[i], offsets[i + 1]
-            face_scores = {n: p[lo:hi] for n, p in per_det.items()}
-            scored[r["video_id"]] = self._finish(r, face_scores, elapsed * counts[i] / total_faces)
-        out = []
-        for r in rows:
-            out.append(scored.get(r["video_id"]) or self._passthrough(r))
+            score_s = elapsed * counts[i] / total_faces
+            if i in failed:
+                scored[r["video_id"]] = self._failed(r, failed[i], score_s)
+            else:
+                faces = {n: p[i] for n, p in per_det.items()}
+                scored[r["video_id"]] = self._finish(r, faces, score_s)
+        return [scored.get(r["video_id"]) or self._passthrough(r) for r in rows]
+
+    def _predict(self, det, batches: list[np.ndarray], failed: dict[int, str]):
+        """Face scores of each video (None where the detector failed on it); the batch
+        first, then, if the detector fails on it, one video at a time."""
+        live = [i for i in range(len(batches)) if i not in failed]
+        out: list[np.ndarray | None] = [None] * len(batches)
+        if not live:
+            return out
+        try:
+            p = det.predict(np.concatenate([batches[i] for i in live]), self.batch_size)
+            at = 0
+            for i in live:
+                out[i] = p[at : at + len(batches[i])]
+                at += len(batches[i])
+            return out
+        except Exception as e:  # noqa: BLE001 - a model's failure is data, see the docstring
+            if len(live) == 1:
+                failed[live[0]] = f"detector {det.spec.name!r} failed: {error_text(e)}"
+                return out
+        for i in live:
+            try:
+                out[i] = det.predict(batches[i], self.batch_size)
+            except Exception as e:  # noqa: BLE001
+                failed[i] = f"detector {det.spec.name!r} failed: {error_text(e)}"
         return out
 
     def _finish(self, row: dict, face_scores: dict[str, np.ndarray], score_s: float) -> dict:
@@ -81,8 +144,7 @@ class EnsembleScorer:
             }
             out["score"] = ensemble(video, self.weights)
         except ValueError as e:
-            out.update(status="error", error=f"scoring failed: {e}", score=None)
-            return out
+            return self._failed(row, f"scoring failed: {e}", score_s)
         out["model_scores"] = video
         out["status"] = "ok"
         out["face_scores"] = np.stack(
@@ -90,8 +152,13 @@ class EnsembleScorer:
         ).astype(np.float32).tobytes()
         return out
 
+    def _failed(self, row: dict, message: str, score_s: float) -> dict:
+        out = self._passthrough({**row, "status": "error", "error": message[:500]})
+        out.update(score=None, model_scores=None, score_s=score_s, face_scores=None)
+        return out
+
     def _passthrough(self, row: dict) -> dict:
-        out = {k: v for k, v in row.items() if not k.startswith("crops_")}
+        out = {k: v for k, v in row.items() if k not in DROPPED}
         out.setdefault("score", None)
         out.setdefault("model_scores", None)
         out.setdefault("score_s", None)

@@ -49,11 +49,12 @@ def _init_worker():
 
 def _crops(args: tuple[str, int]) -> np.ndarray:
     from dfray.decode import decode_frames, frame_indices
+    from dfray.faces import fit_crops
 
     path, n_frames = args
     frames, info = decode_frames(path, n_frames)
-    faces = _EXTRACTOR.extract(frames, frame_indices(info.frame_count, n_frames), (SIZE,))
-    return faces.crops[SIZE]
+    faces = _EXTRACTOR.extract(frames, frame_indices(info.frame_count, n_frames))
+    return fit_crops(faces.crops, SIZE)
 
 
 def extract(corpus: Path, n_frames: int, procs: int):

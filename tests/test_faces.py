@@ -5,7 +5,7 @@ import pytest
 
 from dfray.config import FaceConfig
 from dfray.decode import decode_frames, frame_indices
-from dfray.faces import FaceExtractor, crop_box, isotropic_resize, put_to_center
+from dfray.faces import FaceExtractor, crop_box, fit_crops, isotropic_resize, put_to_center
 
 
 def test_isotropic_resize_and_pad():
@@ -35,14 +35,15 @@ def test_mtcnn_finds_faces_in_generated_clips(tiny_corpus, extractor):
     for name in sorted(meta):
         frames, info = decode_frames(str(tiny_corpus / name), 6)
         idx = frame_indices(info.frame_count, 6)
-        faces = extractor.extract(frames, idx, (64, 256))
+        faces = extractor.extract(frames, idx)
+        crops = {s: fit_crops(faces.crops, s) for s in (64, 256)}
         frames_with_face = set(faces.frame_index.tolist())
         assert len(frames_with_face) >= 5, (name, meta[name], faces.frame_index)
-        assert faces.crops[256].shape == (len(faces), 256, 256, 3)
-        assert faces.crops[64].dtype == np.uint8
+        assert crops[256].shape == (len(faces), 256, 256, 3)
+        assert crops[64].dtype == np.uint8
         assert (faces.probs > 0.9).all()
         b = faces.boxes
         assert (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all()
         assert (b[:, 2] <= info.width + 5).all() and (b[:, 3] <= info.height + 5).all()
         # the crop holds the face near its centre, padded with zeros at most on two sides
-        assert faces.crops[256][0, 100:156, 100:156].mean() > 20
+        assert crops[256][0, 100:156, 100:156].mean() > 20

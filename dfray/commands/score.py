@@ -11,12 +11,16 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments shared by `dfray score` and jobs/score.py (the `ray job submit` entry)."""
+    from dfray.cli import add_verbosity
     from dfray.config import BudgetConfig, RunConfig
     from dfray.options import add_options
 
     add_options(p, RunConfig)
     add_options(p.add_argument_group("budget (on a Ray cluster; see `dfray plan`)"), BudgetConfig)
-    p.add_argument("--quiet", action="store_true", help="no live progress")
+    p.add_argument("--costs-from", metavar="RUN_DIR", default=None,
+                   help="size the stages from the stage timings of this run "
+                        "(default: earlier attempts of this run, else a calibration)")
+    add_verbosity(p)
 
 
 def add_parser(sub) -> None:
@@ -51,7 +55,8 @@ def run(args) -> int:
         from dfray.budget.governor import governor_from_config
 
         governor = governor_from_config(budget, cfg)
-    result = run_scoring(cfg, progress=not args.quiet, governor=governor)
+    result = run_scoring(cfg, progress=not args.quiet, governor=governor,
+                         verbose=bool(args.verbose), costs_from=args.costs_from)
     counts = ", ".join(f"{k}={v}" for k, v in sorted(result.counts.items()))
     print(f"run {cfg.run_id}: {result.state}; {sum(result.counts.values())}/{result.n_videos} "
           f"videos have a row ({counts}); {result.scored_now} scored in {result.wall_s:.1f}s")

@@ -1,0 +1,154 @@
+"""How many actors each stage gets, with how many cores and torch threads each — sized by
+what the stages cost (pure arithmetic; the runner measures the costs and applies the plan).
+
+Costs are CPU seconds per video on one thread: `extract_s` (read + decode + MTCNN + crop)
+and `score_s` (the detector ensemble). They come, in this order, from a run named with
+`--costs-from`, from earlier attempts of the same run (run.json stats), from a calibration
+(the first video, processed in a child process while Ray starts), or from defaults.
+
+CPU-only nodes. On C cores the work of one video is extract_s + score_s CPU seconds, so no
+layout beats C / (extract_s + score_s) videos/s (the bound). Each stage gets actors in
+proportion to its share of that work, rounded up, one torch thread each (processes scale
+better than intra-op threads: an EfficientNet-B0 batch at 380 px takes 4.4 s on one thread
+and 3.1 s on two). The actors together hold a little more than C processes, so the OS
+keeps every core busy: when one stage runs ahead, Ray Data's backpressure idles it and the
+other stage's processes get its core. Each stage alone can still run at least as fast as
+the bound (actors / cost >= bound), so neither starves the other. Logical CPU reservations
+are the stage shares of C, so Ray schedules all actors at once. Where memory does not allow
+that many score actors (big ensembles), fewer actors get more threads each.
+
+GPU nodes. Each GPU gets one score actor (one core feeding it, the detectors at fp16) and
+the other cores run extract actors (decode on the CPU, MTCNN on a slice of the GPU), so a
+g5.xlarge-class node (4 vCPUs, one GPU) runs 3 decoders against one GPU and is bound by
+decode, not by the detectors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from dfray.stage import Resources
+
+READ_CPU = 0.05  # logical CPU of Ray Data's read tasks
+DRIVER_CPU = 0.1  # held back for the driver and Ray's own processes
+
+
+@dataclass(frozen=True)
+class StageCosts:
+    extract_s: float  # CPU s per video of read + decode + detect + crop, one thread
+    score_s: float  # CPU s per video of the ensemble, one thread
+    source: str
+
+    def __post_init__(self) -> None:
+        if not (self.extract_s >= 0 and self.score_s >= 0):
+            raise ValueError(f"stage costs must be >= 0, got {self}")
+
+
+# Measured on the 2-core CI machine with the meso4 demo detector (benchmarks/RESULTS.md);
+# used only when nothing better is known.
+DEFAULT_COSTS = StageCosts(extract_s=4.3, score_s=0.5, source="default")
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    actors: int
+    cpus: float  # logical CPUs reserved per actor
+    gpus: float  # GPU share per actor
+    threads: int  # torch intra-op threads per actor
+
+
+@dataclass(frozen=True)
+class Layout:
+    extract: StagePlan | None  # None: no extract stage (scoring a face cache)
+    score: StagePlan | None  # None: no score stage (building a face cache)
+    costs: StageCosts
+    use_gpu: bool
+    bound_videos_per_s: float | None  # what the costs allow on these resources
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan_layout(
+    costs: StageCosts,
+    cpus: float,
+    gpus: float = 0.0,
+    *,
+    extract: Resources | None,
+    score: Resources | None,
+    memory_mb: float | None = None,
+    max_extract: int = 0,
+    max_score: int = 0,
+) -> Layout:
+    """The layout for a cluster with `cpus` CPUs and `gpus` GPUs (totals). A stage whose
+    Resources is None is not part of the run. `max_*` (0: no limit) cap the actor counts
+    (the user's --extract-actors/--score-actors)."""
+    if extract is None and score is None:
+        raise ValueError("a layout needs at least one stage")
+    use_gpu = gpus > 0 and ((extract and extract.gpus) or (score and score.gpus))
+    if use_gpu:
+        return _gpu_layout(costs, cpus, gpus, extract, score, max_extract, max_score)
+    usable = max(1.0, cpus - DRIVER_CPU - (READ_CPU * 2 if extract else READ_CPU))
+    e_cost = costs.extract_s if extract else 0.0
+    s_cost = costs.score_s if score else 0.0
+    total = e_cost + s_cost
+    e_share = e_cost / total if total > 0 else (1.0 if extract else 0.0)
+    s_share = 1.0 - e_share if score else 0.0
+    plans: dict[str, StagePlan | None] = {"extract": None, "score": None}
+    for name, res, share, cap in (
+        ("extract", extract, e_share, max_extract),
+        ("score", score, s_share, max_score),
+    ):
+        if res is None:
+            continue
+        cores = max(share * cpus, 0.1)  # the stage's share of the machine, in cores
+        n = max(1, math.ceil(cores - 1e-9))
+        if memory_mb and res.memory_mb:
+            n = max(1, min(n, int(memory_mb * share // res.memory_mb) or 1))
+        if cap:
+            n = min(n, cap)
+        threads = max(1, round(cores / n)) if name == "score" else 1
+        plans[name] = StagePlan(actors=n, cpus=round(max(share, 0.05) * usable / n, 3),
+                                gpus=0.0, threads=threads)
+    bound = cpus / total if total > 0 else None
+    return Layout(plans["extract"], plans["score"], costs, False, bound)
+
+
+def _gpu_layout(costs, cpus, gpus, extract, score, max_extract, max_score) -> Layout:
+    n_gpus = max(1, math.floor(gpus + 1e-9))
+    n_s = min(n_gpus, max_score) if max_score else n_gpus
+    score_plan = (
+        StagePlan(actors=n_s, cpus=1.0, gpus=round(score.gpus, 3), threads=1) if score else None
+    )
+    extract_plan = None
+    if extract:
+        n_e = max(1, int(cpus - (n_s if score else 0) - DRIVER_CPU))
+        if max_extract:
+            n_e = min(n_e, max_extract)
+        room = gpus - (score_plan.gpus * n_s if score_plan else 0.0)
+        gpu_each = min(extract.gpus, max(0.01, room / n_e))
+        extract_plan = StagePlan(actors=n_e, cpus=1.0, gpus=round(gpu_each, 3), threads=1)
+    # on GPUs the CPU side (decode) bounds the node: extract actors / decode cost
+    bound = (extract_plan.actors / costs.extract_s) if extract_plan and costs.extract_s else None
+    return Layout(extract_plan, score_plan, costs, True, bound)
+
+
+def costs_from_stats(stats: dict, source: str) -> StageCosts | None:
+    """Stage costs from a run's run.json `stats` (None if it scored nothing): per-video
+    seconds of each stage times the threads its actors ran with."""
+    stages = (stats or {}).get("stages") or {}
+
+    def per_video(name: str) -> float | None:
+        v = (stages.get(name) or {}).get("s_per_video")
+        return float(v) if v is not None else None
+
+    decode, detect, score = per_video("decode"), per_video("detect"), per_video("score")
+    if decode is None and detect is None and score is None:
+        return None
+    threads = ((stats.get("layout") or {}).get("score") or {}).get("threads") or 1
+    return StageCosts(
+        extract_s=(decode or 0.0) + (detect or 0.0),
+        score_s=(score or 0.0) * threads,
+        source=source,
+    )

@@ -1,0 +1,343 @@
+"""The Ray Data pipelines (the only code in dfray that touches Ray Data).
+
+    corpus run:  todo.parquet ─read─▶ extract (actor pool) ─faces─▶ score (actor pool) ─▶ driver
+    cache build: todo.parquet ─read─▶ extract (actor pool) ─faces + PNG crops──────────────▶ driver
+    from cache:  cache row groups ─read + PNG decode (tasks)─▶ score (actor pool) ─────────▶ driver
+
+Why the split is where it is (CPU seconds per video on the 2-core CI machine, 360p-1080p,
+32 frames: decode 0.7, MTCNN 3.9, an EfficientNet-B0 at 380 px ~6, the meso4 demo 0.5):
+- read, decode, detection and cropping share one process: a 1080p video's 32 frames are
+  ~200 MB of RGB, its margin crops ~10 MB; only crops cross the object store.
+- the detectors are their own actor pool: they hold other models, want batches across
+  videos on a GPU, and on a CPU need a number of cores of their own that depends on the
+  ensemble (dfray.layout sizes both pools from measured costs).
+- rows come back to the driver, the single writer of immutable Parquet parts.
+
+Each stage runs inside an adapter that owns where-it-runs concerns (torch threads, the
+attempt counter, the device); the stage classes (dfray.extract.VideoExtractor,
+dfray.score.EnsembleScorer) know nothing about Ray.
+"""
+
+from __future__ import annotations
+
+from dfray import storage
+from dfray.config import RunConfig
+from dfray.layout import READ_CPU, Layout, StagePlan
+
+
+class AttemptTracker:
+    """Counts starts and ends per key (a video of a stage); starts without an end are
+    crashes of the worker that was on it. Lives on the driver's node."""
+
+    def __init__(self):
+        self.starts: dict[str, int] = {}
+        self.ends: dict[str, int] = {}
+        self.ended = 0
+
+    def start(self, key: str) -> int:
+        """The attempt number: 1 + how often the key's worker died mid-way."""
+        crashes = self.starts.get(key, 0) - self.ends.get(key, 0)
+        self.starts[key] = self.starts.get(key, 0) + 1
+        return crashes + 1
+
+    def start_many(self, keys: list[str]) -> list[int]:
+        return [self.start(k) for k in keys]
+
+    def end(self, key: str) -> None:
+        self.ends[key] = self.ends.get(key, 0) + 1
+        if key.startswith("extract/"):
+            self.ended += 1
+
+    def end_many(self, keys: list[str]) -> None:
+        for k in keys:
+            self.end(k)
+
+    def extracted(self) -> int:
+        """Videos the extract stage has finished (for progress between score batches)."""
+        return self.ended
+
+
+def _threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(n)))
+
+
+def _device(requested: str, use_gpu: bool) -> str:
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+
+
+class _Extract:
+    """Ray Data adapter around dfray.extract.VideoExtractor (one actor per instance).
+    With `pngs`, faces leave as PNG-encoded margin crops (a face-cache build)."""
+
+    def __init__(self, cfg: RunConfig, tracker, plan: StagePlan, use_gpu: bool,
+                 pngs: bool = False):
+        import ray
+
+        from dfray.extract import VideoExtractor, extract_schema
+
+        _threads(plan.threads)
+        self.tracker = tracker
+        self.pngs = pngs
+        self.schema = _png_schema(extract_schema()) if pngs else extract_schema()
+
+        def on_start(vid: str) -> int:
+            return ray.get(tracker.start.remote(f"extract/{vid}"))
+
+        self.stage = VideoExtractor(
+            cfg.faces,
+            cfg.decode,
+            cfg.storage,
+            device=_device(cfg.device, use_gpu),
+            timeout_s=cfg.video_timeout_s,
+            max_attempts=cfg.max_attempts,
+            on_start=on_start,
+        )
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        out = []
+        for row in batch.to_pylist():
+            r = self.stage(row)
+            if self.pngs:
+                r = _to_pngs(r)
+            out.append(r)
+            self.tracker.end.remote(f"extract/{row['video_id']}")
+        return pa.Table.from_pylist(out, schema=self.schema)
+
+
+def _png_schema(schema):
+    import pyarrow as pa
+
+    keep = [f for f in schema if f.name not in ("face_crops", "face_shapes")]
+    return pa.schema([*keep, pa.field("face_pngs", pa.list_(pa.binary()))])
+
+
+def _to_pngs(row: dict) -> dict:
+    from dfray.cache import encode_png
+    from dfray.faces import unpack_crops
+
+    crops = row.pop("face_crops", None)
+    shapes = row.pop("face_shapes", None)
+    row["face_pngs"] = [encode_png(c) for c in unpack_crops(crops, shapes)] if crops else None
+    return row
+
+
+class _Score:
+    """Ray Data adapter around dfray.score.EnsembleScorer. A video whose detectors kill the
+    worker (a crashing model) is retried alone and becomes an `error` row after
+    `max_attempts` crashes; its batch-mates are scored."""
+
+    def __init__(self, cfg: RunConfig, tracker, plan: StagePlan, use_gpu: bool):
+        from dfray.score import EnsembleScorer
+
+        _threads(plan.threads)
+        self.tracker = tracker
+        self.max_attempts = cfg.max_attempts
+        self.stage = EnsembleScorer(
+            cfg.ensemble,
+            device=_device(cfg.device, use_gpu),
+            run_id=cfg.run_id,
+            storage=cfg.storage,
+        )
+
+    def __call__(self, batch):
+        import pyarrow as pa
+        import ray
+
+        rows = batch.to_pylist()
+        keys = [f"score/{r['video_id']}" for r in rows]
+        attempts = ray.get(self.tracker.start_many.remote(keys))
+        if max(attempts, default=1) == 1:
+            out = self.stage(rows)
+            ray.get(self.tracker.end_many.remote(keys))
+            return pa.Table.from_pylist(out, schema=self.stage.schema)
+        # A worker died on this batch before. Close the batch's starts, then score one
+        # video at a time, each with its own start and end, so that further crashes are
+        # counted against the video that causes them.
+        ray.get(self.tracker.end_many.remote(keys))
+        out = []
+        for row, key in zip(rows, keys, strict=True):
+            attempt = ray.get(self.tracker.start.remote(key))
+            if attempt > self.max_attempts and row.get("status") == "extracted":
+                out.append(self.stage._failed(
+                    row, f"the detectors crashed their worker {attempt - 1} times on this "
+                    f"video (limit {self.max_attempts}); not retried", 0.0))
+            else:
+                out.extend(self.stage([row]))
+            ray.get(self.tracker.end.remote(key))
+        return pa.Table.from_pylist(out, schema=self.stage.schema)
+
+
+class _ReadCache:
+    """Reads one row group of a face cache's faces part and yields the extract stage's
+    rows for the todo videos in it (PNG crops decoded, packed as the extract stage packs
+    them)."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def __call__(self, batch):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from dfray.cache import extracted_rows
+        from dfray.extract import extract_schema
+
+        out = []
+        for task in batch.to_pylist():
+            fs, path = storage.filesystem(task["file"], self.store)
+            with fs.open_input_file(path) as f:
+                faces = pq.ParquetFile(f).read_row_group(task["row_group"])
+            videos = {r["video_id"]: r for r in task["videos"]}
+            out += extracted_rows(faces, videos)
+        return pa.Table.from_pylist(out, schema=extract_schema())
+
+
+def _read_todo_groups(batch, uri: str, store):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs, path = storage.filesystem(uri, store)
+    with fs.open_input_file(path) as f:
+        pf = pq.ParquetFile(f)
+        return pa.concat_tables([pf.read_row_group(int(i)) for i in batch.column("id").to_pylist()])
+
+
+def _actor_kw(plan: StagePlan, res_memory_mb: int, fixed: bool) -> dict:
+    from ray.data import ActorPoolStrategy
+
+    kw = dict(
+        compute=ActorPoolStrategy(min_size=plan.actors if fixed else 1, max_size=plan.actors),
+        num_cpus=plan.cpus,
+    )
+    if plan.gpus:
+        kw["num_gpus"] = plan.gpus
+    if res_memory_mb:
+        kw["memory"] = int(res_memory_mb) * 2**20
+    return kw
+
+
+def _score_batch(cfg: RunConfig, layout: Layout) -> int:
+    """Videos per detector batch: --score-batch, else 8 on GPUs (the forward pass wants
+    large batches) and 1 on CPUs (no gain from batching there, and rows reach the driver —
+    and the progress line — one video at a time)."""
+    return cfg.score_batch_videos or (8 if layout.use_gpu else 1)
+
+
+def corpus_dataset(cfg: RunConfig, todo_uri: str, layout: Layout, tracker,
+                   resources: dict, *, fixed: bool = True, pngs: bool = False):
+    """The lazy pipeline over the todo rows of a corpus (nothing runs until iterated).
+    Without a score plan in `layout` it stops after extraction (a face-cache build)."""
+    # One small read task per row group of the todo file (a few videos each): one failed
+    # task re-runs few videos, the pool balances load, and no shuffle task needs a core.
+    import pyarrow.parquet as pq
+    import ray.data
+
+    fs, path = storage.filesystem(todo_uri, cfg.storage)
+    with fs.open_input_file(path) as f:
+        n_groups = pq.ParquetFile(f).num_row_groups
+    # from_items, not range: range is a read op that holds a whole CPU per task, which the
+    # fixed actor pools have already taken (the pipeline would wait forever)
+    items = [{"id": i} for i in range(n_groups)]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, n_groups)).map_batches(
+        _read_todo_groups,
+        fn_kwargs={"uri": todo_uri, "store": cfg.storage},
+        batch_size=1,
+        batch_format="pyarrow",
+        num_cpus=READ_CPU,
+    )
+    ds = ds.map_batches(
+        _Extract,
+        fn_constructor_kwargs={"cfg": cfg, "tracker": tracker, "plan": layout.extract,
+                               "use_gpu": layout.use_gpu, "pngs": pngs},
+        batch_size=1,
+        batch_format="pyarrow",
+        **_actor_kw(layout.extract, resources["extract"].memory_mb, fixed),
+    )
+    if layout.score is not None:
+        ds = _add_score(ds, cfg, layout, tracker, resources, fixed)
+    return ds
+
+
+def cache_dataset(cfg: RunConfig, tasks: list[dict], layout: Layout, tracker, resources: dict,
+                  *, fixed: bool = True):
+    """The lazy pipeline over a face cache: one read task per faces row group holding
+    todo videos, then the score pool."""
+    import ray.data
+
+    ds = ray.data.from_items(tasks, override_num_blocks=max(1, len(tasks)))
+    ds = ds.map_batches(
+        _ReadCache,
+        fn_constructor_kwargs={"store": cfg.storage},
+        batch_size=1,
+        batch_format="pyarrow",
+        num_cpus=READ_CPU,
+        compute=ray.data.ActorPoolStrategy(size=1),
+    )
+    return _add_score(ds, cfg, layout, tracker, resources, fixed)
+
+
+def _add_score(ds, cfg, layout, tracker, resources, fixed):
+    return ds.map_batches(
+        _Score,
+        fn_constructor_kwargs={"cfg": cfg, "tracker": tracker, "plan": layout.score,
+                               "use_gpu": layout.use_gpu},
+        batch_size=_score_batch(cfg, layout),
+        batch_format="pyarrow",
+        **_actor_kw(layout.score, resources["score"].memory_mb, fixed),
+    )
+
+
+def start_tracker():
+    """The attempt counter, pinned to the driver's node (it must outlive any worker)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    return (
+        ray.remote(AttemptTracker)
+        .options(
+            num_cpus=0,
+            max_restarts=-1,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
+        )
+        .remote()
+    )
+
+
+def cluster_resources() -> dict:
+    import ray
+
+    return dict(ray.cluster_resources())
+
+
+def alive_nodes() -> int:
+    import ray
+
+    return sum(1 for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0)
+
+
+def kill(actor) -> None:
+    import ray
+
+    try:
+        ray.kill(actor)
+    except Exception:  # noqa: BLE001 - already gone
+        pass
+
+
+def node_memory_mb() -> float | None:
+    """Memory Ray may hand to actors on this node (its `memory` resource)."""
+    import ray
+
+    mem = ray.cluster_resources().get("memory")
+    return float(mem) / 2**20 if mem else None
+
+
