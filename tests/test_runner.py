@@ -72,7 +72,8 @@ def test_rerun_same_id_scores_only_missing_videos(corpus_copy, tmp_path, random_
         if r["video_id"] in first:
             assert r["scored_at"] == first[r["video_id"]]["scored_at"]
     doc = json.loads((out / "r" / "run.json").read_text())
-    assert doc["launches"] == 2 and doc["stats"]["n_scored"] == 4
+    assert doc["launches"] == 2 and [a["n_scored"] for a in doc["attempts"]] == [2, 4]
+    assert doc["stats"]["n_scored"] == 6 and doc["stats"]["attempts"] == 2
 
 
 def test_s3_corpus_and_outputs(tiny_corpus, s3, moto_server, random_config):

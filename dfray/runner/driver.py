@@ -84,8 +84,9 @@ class RowWriter:
                 faces = self.face_rows(r)
                 self.faces += faces
                 self.nbytes += sum(len(f.get("crop") or b"") for f in faces)
-        if (len(self.rows) >= self.flush_rows or self.nbytes >= self.flush_bytes
-                or time.monotonic() - self.last > self.flush_s):
+            if len(self.rows) >= self.flush_rows or self.nbytes >= self.flush_bytes:
+                self.flush()
+        if self.rows and time.monotonic() - self.last > self.flush_s:
             self.flush()
 
     def flush(self) -> None:
