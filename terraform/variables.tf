@@ -27,9 +27,12 @@ variable "operator_cidr" {
   description = "CIDR allowed to reach the head node on SSH (22) and the Ray dashboard / job API (8265), e.g. your office or VPN egress as a /32."
   type        = string
 
+  # A minimum prefix length of /16 (at most 65,536 addresses): 0.0.0.0/0 is refused, and so
+  # are near-equivalents such as 0.0.0.0/1 or 128.0.0.0/1 that a plain "!= 0.0.0.0/0"
+  # check lets through.
   validation {
-    condition     = can(cidrhost(var.operator_cidr, 0)) && var.operator_cidr != "0.0.0.0/0"
-    error_message = "operator_cidr must be a valid IPv4 CIDR and must not be 0.0.0.0/0."
+    condition     = can(cidrhost(var.operator_cidr, 0)) && try(tonumber(split("/", var.operator_cidr)[1]) >= 16, false)
+    error_message = "operator_cidr must be a valid IPv4 CIDR with a prefix length of /16 or longer (e.g. your egress IP as a /32); 0.0.0.0/0, 0.0.0.0/1 and other wide ranges are refused."
   }
 }
 
