@@ -144,9 +144,9 @@ data "aws_iam_policy_document" "head_autoscaler" {
     }
 
     condition {
-      test     = "StringLike"
+      test     = "StringEquals"
       variable = "ec2:InstanceType"
-      values   = var.worker_instance_type_patterns
+      values   = var.worker_instance_types
     }
 
     condition {

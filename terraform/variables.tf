@@ -132,14 +132,20 @@ variable "availability_zones" {
   }
 }
 
-variable "worker_instance_type_patterns" {
+variable "worker_instance_types" {
   description = <<-EOT
-    EC2 instance types (StringLike patterns) the head node may launch. A guard
-    against a misconfigured cluster launching e.g. p5.48xlarge on the budget.
-    Must cover every worker node type in infra/aws-cluster.yaml.
+    Exact EC2 instance types the head node may launch: the InstanceType of every
+    worker node type in infra/aws-cluster.yaml, and nothing else (no wildcards, so a
+    misconfigured cluster cannot launch e.g. g5.48xlarge at ~$16/h on the budget).
+    Keep it equal to the template's worker types (tests/test_infra_config.py checks).
   EOT
   type        = list(string)
-  default     = ["g4dn.*", "g5.*", "g6.*", "g6e.*", "m6i.*", "c6i.*"]
+  default     = ["g4dn.xlarge", "g5.xlarge", "g6.xlarge"]
+
+  validation {
+    condition     = length(var.worker_instance_types) > 0 && alltrue([for t in var.worker_instance_types : can(regex("^[a-z][a-z0-9-]*\\.[a-z0-9]+$", t))])
+    error_message = "worker_instance_types must list exact instance types such as g5.xlarge (no wildcards)."
+  }
 }
 
 variable "flow_log_traffic_type" {
