@@ -4,7 +4,8 @@
 #   - lists instances:          ec2:DescribeInstances (filtered by the ray-cluster-name tag)
 #   - launches workers:         ec2:RunInstances with TagSpecifications
 #                               (ray-cluster-name, ray-node-type, ...), spot or on-demand
-#   - retags / removes workers: ec2:CreateTags, ec2:TerminateInstances
+#   - retags / removes workers: ec2:CreateTags (Ray's keys only, never ray-cluster-name),
+#                               ec2:TerminateInstances
 #   - reads instance types / images: ec2:DescribeInstanceTypes, ec2:DescribeImages
 #     (the full list of Describe calls is in head_autoscaler below)
 #   - hands workers their instance profile: iam:PassRole (worker role only)
@@ -23,6 +24,19 @@ locals {
   videos_arn      = aws_s3_bucket.this["videos"].arn
   results_arn     = aws_s3_bucket.this["results"].arn
   ray_cluster_tag = "ray-cluster-name"
+  # Tag keys Ray's AWS node provider sets on running instances (ray.autoscaler.tags;
+  # ray-node-name is written as Name). ray-cluster-name is deliberately absent.
+  ray_mutable_tag_keys = [
+    "Name",
+    "ray-node-status",
+    "ray-node-type",
+    "ray-user-node-type",
+    "ray-launch-config",
+    "ray-runtime-config",
+    "ray-file-mounts-contents",
+    "ray-replica-index",
+    "ray-launch-request",
+  ]
 }
 
 data "aws_iam_policy_document" "ec2_assume" {
@@ -193,14 +207,35 @@ data "aws_iam_policy_document" "head_autoscaler" {
   }
 
   statement {
-    sid       = "ManageOnlyThisClustersInstances"
-    actions   = ["ec2:CreateTags", "ec2:TerminateInstances"]
+    sid       = "TerminateOnlyThisClustersInstances"
+    actions   = ["ec2:TerminateInstances"]
     resources = ["${local.ec2_arn_prefix}:instance/*"]
 
     condition {
       test     = "StringEquals"
       variable = "ec2:ResourceTag/${local.ray_cluster_tag}"
       values   = [var.cluster_name]
+    }
+  }
+
+  # Retagging a running instance: only the keys Ray's AWS node provider updates
+  # (status, name, type, config hashes), never the cluster-name tag, so the head cannot
+  # move an instance out of its cluster (and out of the budget ledger) or adopt another's.
+  statement {
+    sid       = "RetagOnlyRayKeysOfThisClustersInstances"
+    actions   = ["ec2:CreateTags"]
+    resources = ["${local.ec2_arn_prefix}:instance/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "ec2:ResourceTag/${local.ray_cluster_tag}"
+      values   = [var.cluster_name]
+    }
+
+    condition {
+      test     = "ForAllValues:StringEquals"
+      variable = "aws:TagKeys"
+      values   = local.ray_mutable_tag_keys
     }
   }
 

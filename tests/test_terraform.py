@@ -304,15 +304,22 @@ def test_head_role_only_manages_its_own_cluster(tf):
     assert '"ec2:RunInstances"' in launch
     assert '"aws:RequestTag/${local.ray_cluster_tag}"' in launch
     assert "var.cluster_name" in launch
-    manage = by_sid["ManageOnlyThisClustersInstances"]
-    assert '"ec2:TerminateInstances"' in manage and '"ec2:CreateTags"' in manage
-    assert '"ec2:ResourceTag/${local.ray_cluster_tag}"' in manage
+    terminate = by_sid["TerminateOnlyThisClustersInstances"]
+    assert '"ec2:TerminateInstances"' in terminate and '"ec2:CreateTags"' not in terminate
+    assert '"ec2:ResourceTag/${local.ray_cluster_tag}"' in terminate
+    retag = by_sid["RetagOnlyRayKeysOfThisClustersInstances"]
+    assert attr(retag, "actions") == '["ec2:CreateTags"]'
+    assert '"ec2:ResourceTag/${local.ray_cluster_tag}"' in retag
+    assert '"ForAllValues:StringEquals"' in retag and '"aws:TagKeys"' in retag
+    assert "local.ray_mutable_tag_keys" in retag
     assert attr(by_sid["PassOnlyTheWorkerRole"], "resources") == "[aws_iam_role.worker.arn]"
     assert re.search(r'ray_cluster_tag\s*=\s*"ray-cluster-name"', tf)  # Ray's tag key
     # Terminate/RunInstances appear nowhere else without a cluster condition.
     for sid, stmt in by_sid.items():
         if '"ec2:TerminateInstances"' in stmt:
-            assert sid == "ManageOnlyThisClustersInstances"
+            assert sid == "TerminateOnlyThisClustersInstances"
+        if '"ec2:CreateTags"' in stmt:
+            assert sid in {"TagOnLaunch", "RetagOnlyRayKeysOfThisClustersInstances"}, sid
     # Workers: S3 and KMS only.
     worker_policies = re.findall(
         r'resource\s+"aws_iam_role_policy"\s+"\w+"\s*\{[^}]*role\s*=\s*aws_iam_role\.worker\.id[^}]*\}',
@@ -323,6 +330,20 @@ def test_head_role_only_manages_its_own_cluster(tf):
     actions = set(re.findall(r'"((?:[a-z0-9]+):[A-Za-z*]+)"', data))
     assert {a.split(":")[0] for a in actions} <= {"s3", "kms"}, actions
     assert not re.search(r'"s3:\*"', data)
+
+
+def test_retag_keys_are_rays_and_never_the_cluster_name(tf):
+    """The head may rewrite every tag Ray's AWS node provider sets on a running instance,
+    and never ray-cluster-name (which would move an instance out of its cluster's ledger)."""
+    from ray.autoscaler import tags
+
+    m = re.search(r"ray_mutable_tag_keys\s*=\s*\[(.*?)\]", tf, re.S)
+    assert m, "local.ray_mutable_tag_keys missing"
+    keys = set(re.findall(r'"([^"]+)"', m.group(1)))
+    ray_keys = {v for k, v in vars(tags).items() if k.startswith("TAG_RAY_")}
+    expected = (ray_keys - {tags.TAG_RAY_CLUSTER_NAME, tags.TAG_RAY_NODE_NAME}) | {"Name"}
+    assert keys == expected
+    assert "ray-cluster-name" not in keys
 
 
 def test_outputs_feed_the_renderer(tf):
