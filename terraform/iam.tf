@@ -181,12 +181,37 @@ data "aws_iam_policy_document" "head_autoscaler" {
       [
         aws_security_group.cluster.arn,
         "${local.ec2_arn_prefix}:network-interface/*",
-        "${local.ec2_arn_prefix}:volume/*",
         "${local.ec2_arn_prefix}:key-pair/*",
         "${local.ec2_arn_prefix}:spot-instances-request/*",
         "arn:${local.partition}:ec2:${var.region}::image/*",
       ],
     )
+  }
+
+  # The root volume a launch creates: gp3, encrypted, at most var.worker_volume_max_gb
+  # (a 16 TiB io2 volume would bill the budget on its own).
+  statement {
+    sid       = "LaunchOnlyCappedEncryptedGp3Volumes"
+    actions   = ["ec2:RunInstances"]
+    resources = ["${local.ec2_arn_prefix}:volume/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "ec2:VolumeType"
+      values   = ["gp3"]
+    }
+
+    condition {
+      test     = "NumericLessThanEquals"
+      variable = "ec2:VolumeSize"
+      values   = [tostring(var.worker_volume_max_gb)]
+    }
+
+    condition {
+      test     = "Bool"
+      variable = "ec2:Encrypted"
+      values   = ["true"]
+    }
   }
 
   statement {

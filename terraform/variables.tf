@@ -148,6 +148,17 @@ variable "worker_instance_types" {
   }
 }
 
+variable "worker_volume_max_gb" {
+  description = "Largest EBS root volume (GiB, gp3, encrypted) the head may create with a worker; infra/aws-cluster.yaml uses 150."
+  type        = number
+  default     = 150
+
+  validation {
+    condition     = var.worker_volume_max_gb >= 8 && var.worker_volume_max_gb <= 1024
+    error_message = "worker_volume_max_gb must be between 8 and 1024."
+  }
+}
+
 variable "flow_log_traffic_type" {
   description = "VPC flow log traffic type: ALL, ACCEPT or REJECT (REJECT is cheapest)."
   type        = string

@@ -184,6 +184,19 @@ def test_head_iam_policy_allows_exactly_the_template_worker_types(template):
     )
 
 
+def test_worker_volumes_fit_the_head_iam_volume_conditions(template):
+    text = (TERRAFORM_DIR / "variables.tf").read_text()
+    m = re.search(r'variable\s+"worker_volume_max_gb"\s*\{.*?default\s*=\s*(\d+)', text, re.S)
+    assert m, "terraform var.worker_volume_max_gb missing"
+    cap = int(m.group(1))
+    for name, nt in worker_node_types(template).items():
+        for bdm in nt["node_config"]["BlockDeviceMappings"]:
+            ebs = bdm["Ebs"]
+            assert ebs["VolumeType"] == "gp3" and ebs["Encrypted"] is True, name
+            assert ebs["DeleteOnTermination"] is True, name
+            assert ebs["VolumeSize"] <= cap, (name, ebs["VolumeSize"], cap)
+
+
 def test_cluster_name_matches_terraform_default(template):
     text = (TERRAFORM_DIR / "variables.tf").read_text()
     m = re.search(r'variable\s+"cluster_name"\s*\{.*?default\s*=\s*"([^"]+)"', text, re.S)

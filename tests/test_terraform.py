@@ -304,6 +304,11 @@ def test_head_role_only_manages_its_own_cluster(tf):
     assert '"ec2:RunInstances"' in launch
     assert '"aws:RequestTag/${local.ray_cluster_tag}"' in launch
     assert "var.cluster_name" in launch
+    volumes = by_sid["LaunchOnlyCappedEncryptedGp3Volumes"]
+    assert attr(volumes, "resources") == '["${local.ec2_arn_prefix}:volume/*"]'
+    for key in ('"ec2:VolumeType"', '"ec2:VolumeSize"', '"ec2:Encrypted"'):
+        assert key in volumes
+    assert ":volume/*" not in by_sid["LaunchIntoThisClustersNetwork"]
     terminate = by_sid["TerminateOnlyThisClustersInstances"]
     assert '"ec2:TerminateInstances"' in terminate and '"ec2:CreateTags"' not in terminate
     assert '"ec2:ResourceTag/${local.ray_cluster_tag}"' in terminate
