@@ -183,7 +183,8 @@ data "aws_iam_policy_document" "head_autoscaler" {
         "${local.ec2_arn_prefix}:network-interface/*",
         "${local.ec2_arn_prefix}:key-pair/*",
         "${local.ec2_arn_prefix}:spot-instances-request/*",
-        "arn:${local.partition}:ec2:${var.region}::image/*",
+        # Only the AMI this stack resolved (output ami_id, rendered into every node).
+        "arn:${local.partition}:ec2:${var.region}::image/${local.ami_id}",
       ],
     )
   }

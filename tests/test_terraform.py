@@ -309,6 +309,8 @@ def test_head_role_only_manages_its_own_cluster(tf):
     for key in ('"ec2:VolumeType"', '"ec2:VolumeSize"', '"ec2:Encrypted"'):
         assert key in volumes
     assert ":volume/*" not in by_sid["LaunchIntoThisClustersNetwork"]
+    network = by_sid["LaunchIntoThisClustersNetwork"]
+    assert "::image/${local.ami_id}" in network and "image/*" not in network
     terminate = by_sid["TerminateOnlyThisClustersInstances"]
     assert '"ec2:TerminateInstances"' in terminate and '"ec2:CreateTags"' not in terminate
     assert '"ec2:ResourceTag/${local.ray_cluster_tag}"' in terminate
