@@ -4,7 +4,8 @@
 #   - lists instances:          ec2:DescribeInstances (filtered by the ray-cluster-name tag)
 #   - launches workers:         ec2:RunInstances with TagSpecifications
 #                               (ray-cluster-name, ray-node-type, ...), spot or on-demand
-#   - retags / removes workers: ec2:CreateTags, ec2:TerminateInstances
+#   - retags / removes workers: ec2:CreateTags (Ray's keys only, never ray-cluster-name),
+#                               ec2:TerminateInstances
 #   - reads instance types / images: ec2:DescribeInstanceTypes, ec2:DescribeImages
 #     (the full list of Describe calls is in head_autoscaler below)
 #   - hands workers their instance profile: iam:PassRole (worker role only)
@@ -23,6 +24,19 @@ locals {
   videos_arn      = aws_s3_bucket.this["videos"].arn
   results_arn     = aws_s3_bucket.this["results"].arn
   ray_cluster_tag = "ray-cluster-name"
+  # Tag keys Ray's AWS node provider sets on running instances (ray.autoscaler.tags;
+  # ray-node-name is written as Name). ray-cluster-name is deliberately absent.
+  ray_mutable_tag_keys = [
+    "Name",
+    "ray-node-status",
+    "ray-node-type",
+    "ray-user-node-type",
+    "ray-launch-config",
+    "ray-runtime-config",
+    "ray-file-mounts-contents",
+    "ray-replica-index",
+    "ray-launch-request",
+  ]
 }
 
 data "aws_iam_policy_document" "ec2_assume" {
@@ -144,9 +158,9 @@ data "aws_iam_policy_document" "head_autoscaler" {
     }
 
     condition {
-      test     = "StringLike"
+      test     = "StringEquals"
       variable = "ec2:InstanceType"
-      values   = var.worker_instance_type_patterns
+      values   = var.worker_instance_types
     }
 
     condition {
@@ -167,12 +181,38 @@ data "aws_iam_policy_document" "head_autoscaler" {
       [
         aws_security_group.cluster.arn,
         "${local.ec2_arn_prefix}:network-interface/*",
-        "${local.ec2_arn_prefix}:volume/*",
         "${local.ec2_arn_prefix}:key-pair/*",
         "${local.ec2_arn_prefix}:spot-instances-request/*",
-        "arn:${local.partition}:ec2:${var.region}::image/*",
+        # Only the AMI this stack resolved (output ami_id, rendered into every node).
+        "arn:${local.partition}:ec2:${var.region}::image/${local.ami_id}",
       ],
     )
+  }
+
+  # The root volume a launch creates: gp3, encrypted, at most var.worker_volume_max_gb
+  # (a 16 TiB io2 volume would bill the budget on its own).
+  statement {
+    sid       = "LaunchOnlyCappedEncryptedGp3Volumes"
+    actions   = ["ec2:RunInstances"]
+    resources = ["${local.ec2_arn_prefix}:volume/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "ec2:VolumeType"
+      values   = ["gp3"]
+    }
+
+    condition {
+      test     = "NumericLessThanEquals"
+      variable = "ec2:VolumeSize"
+      values   = [tostring(var.worker_volume_max_gb)]
+    }
+
+    condition {
+      test     = "Bool"
+      variable = "ec2:Encrypted"
+      values   = ["true"]
+    }
   }
 
   statement {
@@ -193,14 +233,35 @@ data "aws_iam_policy_document" "head_autoscaler" {
   }
 
   statement {
-    sid       = "ManageOnlyThisClustersInstances"
-    actions   = ["ec2:CreateTags", "ec2:TerminateInstances"]
+    sid       = "TerminateOnlyThisClustersInstances"
+    actions   = ["ec2:TerminateInstances"]
     resources = ["${local.ec2_arn_prefix}:instance/*"]
 
     condition {
       test     = "StringEquals"
       variable = "ec2:ResourceTag/${local.ray_cluster_tag}"
       values   = [var.cluster_name]
+    }
+  }
+
+  # Retagging a running instance: only the keys Ray's AWS node provider updates
+  # (status, name, type, config hashes), never the cluster-name tag, so the head cannot
+  # move an instance out of its cluster (and out of the budget ledger) or adopt another's.
+  statement {
+    sid       = "RetagOnlyRayKeysOfThisClustersInstances"
+    actions   = ["ec2:CreateTags"]
+    resources = ["${local.ec2_arn_prefix}:instance/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "ec2:ResourceTag/${local.ray_cluster_tag}"
+      values   = [var.cluster_name]
+    }
+
+    condition {
+      test     = "ForAllValues:StringEquals"
+      variable = "aws:TagKeys"
+      values   = local.ray_mutable_tag_keys
     }
   }
 

@@ -27,9 +27,12 @@ variable "operator_cidr" {
   description = "CIDR allowed to reach the head node on SSH (22) and the Ray dashboard / job API (8265), e.g. your office or VPN egress as a /32."
   type        = string
 
+  # A minimum prefix length of /16 (at most 65,536 addresses): 0.0.0.0/0 is refused, and so
+  # are near-equivalents such as 0.0.0.0/1 or 128.0.0.0/1 that a plain "!= 0.0.0.0/0"
+  # check lets through.
   validation {
-    condition     = can(cidrhost(var.operator_cidr, 0)) && var.operator_cidr != "0.0.0.0/0"
-    error_message = "operator_cidr must be a valid IPv4 CIDR and must not be 0.0.0.0/0."
+    condition     = can(cidrhost(var.operator_cidr, 0)) && try(tonumber(split("/", var.operator_cidr)[1]) >= 16, false)
+    error_message = "operator_cidr must be a valid IPv4 CIDR with a prefix length of /16 or longer (e.g. your egress IP as a /32); 0.0.0.0/0, 0.0.0.0/1 and other wide ranges are refused."
   }
 }
 
@@ -129,14 +132,31 @@ variable "availability_zones" {
   }
 }
 
-variable "worker_instance_type_patterns" {
+variable "worker_instance_types" {
   description = <<-EOT
-    EC2 instance types (StringLike patterns) the head node may launch. A guard
-    against a misconfigured cluster launching e.g. p5.48xlarge on the budget.
-    Must cover every worker node type in infra/aws-cluster.yaml.
+    Exact EC2 instance types the head node may launch: the InstanceType of every
+    worker node type in infra/aws-cluster.yaml, and nothing else (no wildcards, so a
+    misconfigured cluster cannot launch e.g. g5.48xlarge at ~$16/h on the budget).
+    Keep it equal to the template's worker types (tests/test_infra_config.py checks).
   EOT
   type        = list(string)
-  default     = ["g4dn.*", "g5.*", "g6.*", "g6e.*", "m6i.*", "c6i.*"]
+  default     = ["g4dn.xlarge", "g5.xlarge", "g6.xlarge"]
+
+  validation {
+    condition     = length(var.worker_instance_types) > 0 && alltrue([for t in var.worker_instance_types : can(regex("^[a-z][a-z0-9-]*\\.[a-z0-9]+$", t))])
+    error_message = "worker_instance_types must list exact instance types such as g5.xlarge (no wildcards)."
+  }
+}
+
+variable "worker_volume_max_gb" {
+  description = "Largest EBS root volume (GiB, gp3, encrypted) the head may create with a worker; infra/aws-cluster.yaml uses 150."
+  type        = number
+  default     = 150
+
+  validation {
+    condition     = var.worker_volume_max_gb >= 8 && var.worker_volume_max_gb <= 1024
+    error_message = "worker_volume_max_gb must be between 8 and 1024."
+  }
 }
 
 variable "flow_log_traffic_type" {

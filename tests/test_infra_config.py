@@ -12,7 +12,6 @@ same checks to a rendered config:
 from __future__ import annotations
 
 import copy
-import fnmatch
 import importlib.util
 import re
 from functools import partial
@@ -176,14 +175,26 @@ def test_template_is_a_template(template):
     assert not [e for e in events if getattr(e, "anchor", None)], "no YAML anchors/aliases"
 
 
-def test_worker_types_allowed_by_head_iam_policy(template):
-    patterns = terraform_list_default("worker_instance_type_patterns")
+def test_head_iam_policy_allows_exactly_the_template_worker_types(template):
+    allowed = terraform_list_default("worker_instance_types")
+    used = {nt["node_config"]["InstanceType"] for nt in worker_node_types(template).values()}
+    assert sorted(allowed) == sorted(used), (
+        f"terraform var.worker_instance_types {allowed} must equal the template's worker "
+        f"types {sorted(used)}: no type the head could not launch, none it need not"
+    )
+
+
+def test_worker_volumes_fit_the_head_iam_volume_conditions(template):
+    text = (TERRAFORM_DIR / "variables.tf").read_text()
+    m = re.search(r'variable\s+"worker_volume_max_gb"\s*\{.*?default\s*=\s*(\d+)', text, re.S)
+    assert m, "terraform var.worker_volume_max_gb missing"
+    cap = int(m.group(1))
     for name, nt in worker_node_types(template).items():
-        itype = nt["node_config"]["InstanceType"]
-        assert any(fnmatch.fnmatch(itype, p) for p in patterns), (
-            f"{name} ({itype}) is not in terraform var.worker_instance_type_patterns {patterns}: "
-            "the head role could not launch it"
-        )
+        for bdm in nt["node_config"]["BlockDeviceMappings"]:
+            ebs = bdm["Ebs"]
+            assert ebs["VolumeType"] == "gp3" and ebs["Encrypted"] is True, name
+            assert ebs["DeleteOnTermination"] is True, name
+            assert ebs["VolumeSize"] <= cap, (name, ebs["VolumeSize"], cap)
 
 
 def test_cluster_name_matches_terraform_default(template):

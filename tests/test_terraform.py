@@ -235,9 +235,36 @@ def test_dashboard_and_ssh_only_from_operator_cidr(tf):
     assert "ingress" not in default_sg and "egress" not in default_sg
 
 
-def test_operator_cidr_rejects_the_world(tf):
+@pytest.mark.parametrize(
+    "cidr, ok",
+    [
+        ("0.0.0.0/0", False),
+        ("0.0.0.0/1", False),
+        ("128.0.0.0/1", False),
+        ("10.0.0.0/15", False),
+        ("not-a-cidr", False),
+        ("10.0.0.0/16", True),
+        ("203.0.113.7/32", True),
+    ],
+)
+def test_operator_cidr_has_a_minimum_prefix(tf, tmp_path, cidr, ok):
+    """terraform itself evaluates the variable's validation (no provider needed)."""
+    exe = shutil.which("terraform")
+    if exe is None:
+        pytest.skip("!!! terraform NOT FOUND on PATH: operator_cidr validation NOT CHECKED !!!")
     var = block(tf, "variable", "operator_cidr")
-    assert '"0.0.0.0/0"' in block(var, "validation")
+    (tmp_path / "v.tf").write_text(
+        'variable "operator_cidr" {' + var + "}\n"
+        'output "o" {\n  value = var.operator_cidr\n}\n'
+    )
+    cmd = [exe, "plan", "-input=false", "-no-color", f"-var=operator_cidr={cidr}"]
+    subprocess.run(
+        [exe, "init", "-input=false", "-no-color"], cwd=tmp_path, check=True, capture_output=True
+    )
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert (res.returncode == 0) == ok, res.stdout + res.stderr
+    if not ok:
+        assert "operator_cidr must be a valid IPv4 CIDR" in res.stdout + res.stderr
 
 
 def test_results_bucket_versioned_private_encrypted_tls_only(tf):
@@ -277,15 +304,29 @@ def test_head_role_only_manages_its_own_cluster(tf):
     assert '"ec2:RunInstances"' in launch
     assert '"aws:RequestTag/${local.ray_cluster_tag}"' in launch
     assert "var.cluster_name" in launch
-    manage = by_sid["ManageOnlyThisClustersInstances"]
-    assert '"ec2:TerminateInstances"' in manage and '"ec2:CreateTags"' in manage
-    assert '"ec2:ResourceTag/${local.ray_cluster_tag}"' in manage
+    volumes = by_sid["LaunchOnlyCappedEncryptedGp3Volumes"]
+    assert attr(volumes, "resources") == '["${local.ec2_arn_prefix}:volume/*"]'
+    for key in ('"ec2:VolumeType"', '"ec2:VolumeSize"', '"ec2:Encrypted"'):
+        assert key in volumes
+    assert ":volume/*" not in by_sid["LaunchIntoThisClustersNetwork"]
+    network = by_sid["LaunchIntoThisClustersNetwork"]
+    assert "::image/${local.ami_id}" in network and "image/*" not in network
+    terminate = by_sid["TerminateOnlyThisClustersInstances"]
+    assert '"ec2:TerminateInstances"' in terminate and '"ec2:CreateTags"' not in terminate
+    assert '"ec2:ResourceTag/${local.ray_cluster_tag}"' in terminate
+    retag = by_sid["RetagOnlyRayKeysOfThisClustersInstances"]
+    assert attr(retag, "actions") == '["ec2:CreateTags"]'
+    assert '"ec2:ResourceTag/${local.ray_cluster_tag}"' in retag
+    assert '"ForAllValues:StringEquals"' in retag and '"aws:TagKeys"' in retag
+    assert "local.ray_mutable_tag_keys" in retag
     assert attr(by_sid["PassOnlyTheWorkerRole"], "resources") == "[aws_iam_role.worker.arn]"
     assert re.search(r'ray_cluster_tag\s*=\s*"ray-cluster-name"', tf)  # Ray's tag key
     # Terminate/RunInstances appear nowhere else without a cluster condition.
     for sid, stmt in by_sid.items():
         if '"ec2:TerminateInstances"' in stmt:
-            assert sid == "ManageOnlyThisClustersInstances"
+            assert sid == "TerminateOnlyThisClustersInstances"
+        if '"ec2:CreateTags"' in stmt:
+            assert sid in {"TagOnLaunch", "RetagOnlyRayKeysOfThisClustersInstances"}, sid
     # Workers: S3 and KMS only.
     worker_policies = re.findall(
         r'resource\s+"aws_iam_role_policy"\s+"\w+"\s*\{[^}]*role\s*=\s*aws_iam_role\.worker\.id[^}]*\}',
@@ -296,6 +337,20 @@ def test_head_role_only_manages_its_own_cluster(tf):
     actions = set(re.findall(r'"((?:[a-z0-9]+):[A-Za-z*]+)"', data))
     assert {a.split(":")[0] for a in actions} <= {"s3", "kms"}, actions
     assert not re.search(r'"s3:\*"', data)
+
+
+def test_retag_keys_are_rays_and_never_the_cluster_name(tf):
+    """The head may rewrite every tag Ray's AWS node provider sets on a running instance,
+    and never ray-cluster-name (which would move an instance out of its cluster's ledger)."""
+    from ray.autoscaler import tags
+
+    m = re.search(r"ray_mutable_tag_keys\s*=\s*\[(.*?)\]", tf, re.S)
+    assert m, "local.ray_mutable_tag_keys missing"
+    keys = set(re.findall(r'"([^"]+)"', m.group(1)))
+    ray_keys = {v for k, v in vars(tags).items() if k.startswith("TAG_RAY_")}
+    expected = (ray_keys - {tags.TAG_RAY_CLUSTER_NAME, tags.TAG_RAY_NODE_NAME}) | {"Name"}
+    assert keys == expected
+    assert "ray-cluster-name" not in keys
 
 
 def test_outputs_feed_the_renderer(tf):
