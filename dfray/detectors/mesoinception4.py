@@ -19,12 +19,8 @@ from __future__ import annotations
 import functools
 
 from dfray.config import DetectorSpec
-from dfray.detectors.meso4 import meso4_feature_size
+from dfray.detectors.meso4 import MESONET_CONTRACT, meso4_feature_size
 from dfray.detectors.registry import register_detector
-
-# MesoNet's input contract as its authors trained it: 256 px, pixels rescaled by 1/255
-# (in dfray's terms: mean 0, std 1 on x/255). meso4 registers the same contract.
-MESONET_CONTRACT = dict(input_size=256, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
 # (a, b, c, d) of the two Inception blocks, as in the paper
 INCEPTION_WIDTHS = ((1, 4, 4, 2), (2, 4, 4, 2))
