@@ -2,7 +2,7 @@
 
 Two halves, run by benchmarks/mesonet_keras_check.sh:
 
-- `inputs OUT.npz` (dfray's Python): the four test images of the MesoNet authors, brought
+- `inputs OUT.npz MESONET_DIR` (dfray's Python): the four test images of the MesoNet authors, brought
   to 256 px by dfray's own face preprocessing (`dfray.faces.isotropic_resize` +
   `put_to_center`, exactly what `dfray detectors score` does), plus seeded random images;
 - `keras IN.npz OUT.json` (a throwaway venv with tensorflow-cpu): builds Meso-4 and
@@ -18,7 +18,6 @@ import json
 import sys
 from pathlib import Path
 
-MESONET = Path(__file__).resolve().parents[1].parent / "shared" / "third_party" / "mesonet"
 FILES = {  # builtin name -> (Keras file, arch)
     "meso4_df": ("Meso4_DF.h5", "meso4"),
     "meso4_f2f": ("Meso4_F2F.h5", "meso4"),
@@ -30,12 +29,14 @@ N_RANDOM = 8
 SEED = 0
 
 
-def make_inputs(out: str) -> None:
+def make_inputs(out: str, mesonet: str) -> None:
     import numpy as np
 
     from dfray.commands.detectors import load_image
 
-    paths = sorted((MESONET / "test_images").glob("*/*.jpg"))
+    paths = sorted((Path(mesonet) / "test_images").glob("*/*.jpg"))
+    if not paths:
+        sys.exit(f"no test images under {mesonet}/test_images")
     imgs = [load_image(p, 256) for p in paths]
     rng = np.random.default_rng(SEED)
     rand = rng.integers(0, 256, size=(N_RANDOM, 256, 256, 3), dtype=np.uint8)
@@ -141,7 +142,7 @@ def compare(inp: str, keras_json: str) -> int:
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "inputs":
-        make_inputs(sys.argv[2])
+        make_inputs(sys.argv[2], sys.argv[3])
     elif cmd == "keras":
         run_keras(sys.argv[2], sys.argv[3], sys.argv[4])
     elif cmd == "compare":

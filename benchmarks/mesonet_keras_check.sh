@@ -13,7 +13,7 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q tensorflow-cpu h5py numpy
 fi
-python3 "$here/mesonet_keras_check.py" inputs "$work/inputs.npz"
+python3 "$here/mesonet_keras_check.py" inputs "$work/inputs.npz" "$mesonet"
 TF_CPP_MIN_LOG_LEVEL=2 "$venv/bin/python" "$here/mesonet_keras_check.py" keras \
   "$work/inputs.npz" "$work/keras.json" "$mesonet"
 python3 "$here/mesonet_keras_check.py" compare "$work/inputs.npz" "$work/keras.json"
