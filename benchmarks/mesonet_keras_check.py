@@ -48,7 +48,14 @@ def make_inputs(out: str, mesonet: str) -> None:
 
 def _keras_models():
     from tensorflow.keras.layers import (  # type: ignore
-        BatchNormalization, Concatenate, Conv2D, Dense, Dropout, Flatten, Input, LeakyReLU,
+        BatchNormalization,
+        Concatenate,
+        Conv2D,
+        Dense,
+        Dropout,
+        Flatten,
+        Input,
+        LeakyReLU,
         MaxPooling2D,
     )
     from tensorflow.keras.models import Model  # type: ignore

@@ -25,6 +25,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="also show the detectors of an ensemble YAML (default builtin:demo)",
     )
     p.set_defaults(func=run)
+    from dfray.cli import add_verbosity
+
+    add_verbosity(p)  # a parser with subcommands does not get -v/-q from dfray.cli itself
     sub2 = p.add_subparsers(dest="action", metavar="{score}")
     s = sub2.add_parser("score", help="score face images with one detector (JSON lines)")
     s.add_argument("spec", help="builtin weights name (e.g. meso4_df) or a detector YAML")
@@ -52,7 +55,11 @@ def resolve_spec(spec: str, name: str | None = None):
     import yaml
 
     from dfray.config import (
-        ConfigError, DetectorSpec, detector_spec_from_dict, ensemble_from_dict, load_ensemble,
+        ConfigError,
+        DetectorSpec,
+        detector_spec_from_dict,
+        ensemble_from_dict,
+        load_ensemble,
     )
 
     bare = spec[len("builtin:"):] if spec.startswith("builtin:") else spec
