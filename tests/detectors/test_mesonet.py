@@ -183,3 +183,32 @@ def test_license_and_notice_ship_beside_the_weights():
     assert "Apache License" in (BUILTIN_DIR / "LICENSE-mesonet").read_text()
     pyproject = (REPO / "pyproject.toml").read_text()
     assert "detectors/weights/LICENSE-*" in pyproject and "detectors/weights/NOTICE-*" in pyproject
+
+
+def test_score_yaml_spec_uses_contract_and_image_at_size_as_is(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    at_size = rng.integers(0, 256, size=(256, 256, 3), dtype=np.uint8)
+    Image.fromarray(at_size).save(tmp_path / "a.png")
+    (tmp_path / "spec.yaml").write_text("name: m\narch: meso4\nweights: builtin:meso4_df\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-m", "dfray.cli", "detectors", "score",
+                        str(tmp_path / "spec.yaml"), str(tmp_path / "a.png"), str(IMAGES[0])],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    got = [json.loads(line)["score"] for line in r.stdout.splitlines()]
+    det = create_detector(DetectorSpec(name="m", arch="meso4", input_size=256,
+                                       mean=(0.0,) * 3, std=(1.0,) * 3,
+                                       weights="builtin:meso4_df"))
+    assert load_image(tmp_path / "a.png", 256).tobytes() == at_size.tobytes()  # as is
+    assert IMAGES[0].stat().st_size and load_image(IMAGES[0], 256).shape == (256, 256, 3)
+    want = det.predict(np.stack([at_size, load_image(IMAGES[0], 256)]))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    # an unreadable image is an error line and exit 1, the others are still scored
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    r = subprocess.run([sys.executable, "-m", "dfray.cli", "detectors", "score", "meso4_df",
+                        str(tmp_path / "bad.jpg"), str(tmp_path / "a.png")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 1 and "cannot read image" in r.stderr
+    assert len(r.stdout.splitlines()) == 1
