@@ -14,7 +14,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("samples", "extract", "score", "rescore", "metrics", "detectors", "plan",
+COMMANDS = ("samples", "extract", "score", "rescore", "metrics", "detectors", "convert", "plan",
             "cluster", "sagemaker")
 
 

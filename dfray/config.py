@@ -23,11 +23,26 @@ class ConfigError(ValueError):
     """A configuration value is missing or wrong; the message says which and why."""
 
 
+def _arch_contract(arch: str) -> dict[str, Any]:
+    """input_size, mean and std registered by `arch` (generic ones for an unknown arch)."""
+    import dfray.detectors  # noqa: F401  (registers the built-in architectures; no torch)
+    from dfray.detectors.registry import get_detector_defaults
+
+    try:
+        return get_detector_defaults(arch)
+    except ConfigError:
+        return {"input_size": 224, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+
+
 @dataclass(frozen=True)
 class DetectorSpec:
     """One detector: architecture, weights and its input contract.
 
-    Preprocessing (input_size, mean, std) always comes from here, never from a global.
+    Preprocessing (input_size, mean, std) always comes from here, never from a global. A
+    field left out (None) is filled from the input contract the architecture registered
+    (`register_detector(..., input_size=, mean=, std=)`: 256 px and x/255 for meso4 and
+    mesoinception4); an architecture that is not registered gets 224 px and ImageNet
+    statistics (its name is rejected later by `check_spec` anyway).
     `weights` is a local path, `s3://…`, `https://…` or `builtin:NAME` (a file shipped
     inside dfray/detectors/weights/). `options` go to the architecture's entry point
     (e.g. `encoder` for effnet).
@@ -37,9 +52,9 @@ class DetectorSpec:
     arch: str
     weights: str | None = None
     sha256: str | None = None
-    input_size: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    input_size: int = None  # type: ignore[assignment]  # None: the architecture's
+    mean: tuple[float, float, float] = None  # type: ignore[assignment]
+    std: tuple[float, float, float] = None  # type: ignore[assignment]
     aggregation: str = "confident"
     weight: float = 1.0
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
@@ -47,6 +62,11 @@ class DetectorSpec:
     def __post_init__(self) -> None:
         if not self.name:
             raise ConfigError("detector needs a name")
+        if self.input_size is None or self.mean is None or self.std is None:
+            contract = _arch_contract(self.arch)
+            for key in ("input_size", "mean", "std"):
+                if getattr(self, key) is None:
+                    object.__setattr__(self, key, contract[key])
         if self.aggregation not in AGGREGATIONS:
             raise ConfigError(
                 f"detector {self.name!r}: aggregation must be one of {AGGREGATIONS}, "
@@ -263,11 +283,19 @@ def ensemble_from_dict(raw: dict[str, Any]) -> EnsembleConfig:
 
 
 def load_ensemble(path: str | None) -> EnsembleConfig:
-    """Load an ensemble YAML; None or `builtin:demo` gives the shipped demo ensemble."""
+    """Load an ensemble YAML; None or `builtin:demo` gives the shipped demo ensemble,
+    `builtin:NAME` the shipped dfray/configs/NAME.yaml (e.g. `builtin:real`)."""
     import yaml
 
-    if path is None or path == BUILTIN_CONFIG:
-        path = str(Path(__file__).parent / "configs" / "demo.yaml")
+    if path is None:
+        path = BUILTIN_CONFIG
+    if path.startswith("builtin:"):
+        name = path[len("builtin:"):]
+        configs = Path(__file__).parent / "configs"
+        if not name or "/" in name or "\\" in name or not (configs / f"{name}.yaml").is_file():
+            have = ", ".join(f"builtin:{p.stem}" for p in sorted(configs.glob("*.yaml")))
+            raise ConfigError(f"unknown builtin ensemble {path!r}; builtin ensembles: {have}")
+        path = str(configs / f"{name}.yaml")
     try:
         text = Path(path).read_text()
     except OSError as e:

@@ -4,11 +4,12 @@
     det = create_detector(spec, device="cuda")
     p_fake = det.predict(crops)          # (N, S, S, 3) uint8 RGB -> (N,) float32
 
-Importing this package registers the built-in architectures (meso4, effnet, torchscript)
+Importing this package registers the built-in architectures (meso4, mesoinception4, effnet,
+torchscript)
 without importing torch; torch and timm are imported when a detector is created.
 """
 
-from dfray.detectors import effnet, meso4, torchscript  # noqa: F401  (register)
+from dfray.detectors import effnet, meso4, mesoinception4, torchscript  # noqa: F401
 from dfray.detectors.registry import (
     Detector,
     create_detector,

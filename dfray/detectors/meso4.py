@@ -78,7 +78,13 @@ def build_meso4(input_size: int = 256):
     return _meso4_class()(input_size)
 
 
-@register_detector("meso4", input_size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+# MesoNet's input contract as its authors trained it: 256 px RGB, x / 255 (in dfray's
+# terms mean 0, std 1). The builtin meso4_demo was trained with mean 0.5 / std 0.5 and its
+# spec (dfray/configs/demo.yaml) says so; a spec that leaves these out gets this contract.
+MESONET_CONTRACT = dict(input_size=256, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+
+@register_detector("meso4", **MESONET_CONTRACT)
 def meso4(spec: DetectorSpec):
     """MesoNet Meso-4 (Afchar et al. 2018), tiny CPU-friendly CNN."""
     return build_meso4(spec.input_size)

@@ -56,8 +56,8 @@ def test_list_detectors_has_builtins():
 
 
 def test_defaults_carry_input_contract():
-    d = get_detector_defaults("meso4")
-    assert (d["input_size"], d["mean"], d["std"]) == (256, HALF, HALF)
+    d = get_detector_defaults("meso4")  # the MesoNet authors' preprocessing: 256 px, x/255
+    assert (d["input_size"], d["mean"], d["std"]) == (256, (0.0,) * 3, (1.0,) * 3)
     e = get_detector_defaults("effnet")
     assert e["input_size"] == 380 and e["mean"] == (0.485, 0.456, 0.406)
     assert get_detector_defaults("torchscript")["requires_weights"] is True
