@@ -4,13 +4,15 @@
     det = create_detector(spec, device="cuda")
     p_fake = det.predict(crops)          # (N, S, S, 3) uint8 RGB -> (N,) float32
 
-Importing this package registers the built-in architectures (meso4, effnet, torchscript)
+Importing this package registers the built-in architectures (meso4, effnet, torchscript, onnx, torch_export)
 without importing torch; torch and timm are imported when a detector is created.
 """
 
-from dfray.detectors import effnet, meso4, torchscript  # noqa: F401  (register)
+from dfray.detectors import effnet, meso4, onnx, torch_export, torchscript  # noqa: F401
 from dfray.detectors.registry import (
     Detector,
+    DetectorError,
+    DetectorOutputError,
     create_detector,
     get_detector_defaults,
     list_detectors,
@@ -20,6 +22,8 @@ from dfray.detectors.weights import WeightsError, load_state_dict, resolve_weigh
 
 __all__ = [
     "Detector",
+    "DetectorError",
+    "DetectorOutputError",
     "WeightsError",
     "create_detector",
     "get_detector_defaults",
