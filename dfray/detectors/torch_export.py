@@ -75,6 +75,26 @@ def check_pt2(path: Path) -> None:
                 raise bad(f"{kind} files not named by a tensor config: {extra}")
 
 
+def _module(gm):
+    """Wrap the program's module: torch refuses `.eval()`/`.train()` on it (an exported
+    program is already traced in the mode it was exported in), which `Detector` calls."""
+    import torch
+
+    class ExportedModule(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            object.__setattr__(self, "program", gm)  # not a child: train() skips it
+
+        def _apply(self, fn, recurse=True):
+            self.program._apply(fn)
+            return self
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.program(x)
+
+    return ExportedModule()
+
+
 @register_detector(
     "torch_export",
     input_size=224,
@@ -94,7 +114,7 @@ def torch_export(spec: DetectorSpec, weights_path: Path):
     except WeightsError as e:
         raise WeightsError(f"detector {spec.name!r}: {e}") from None
     try:
-        return torch.export.load(str(weights_path)).module()
+        return _module(torch.export.load(str(weights_path)).module())
     except Exception as e:  # noqa: BLE001 - a broken archive is the submitter's error
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise WeightsError(
