@@ -3,7 +3,6 @@ for misbehaving models (TorchScript, ONNX, torch.export), and hostile .pt2 archi
 
 from __future__ import annotations
 
-import io
 import pickle
 import zipfile
 
