@@ -19,8 +19,6 @@ EPS = 1e-15
 def compute(labels: list, scores: list, statuses: list, fill: float | None = 0.5,
             eps: float = EPS) -> dict:
     """Metrics over the labelled videos; `fill` None drops unscored ones."""
-    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
-
     counts = Counter(statuses)
     y, p = [], []
     filled = dropped = unlabelled = 0
@@ -47,12 +45,27 @@ def compute(labels: list, scores: list, statuses: list, fill: float | None = 0.5
     }
     if not y:
         return out
-    y_arr, p_arr = np.asarray(y), np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
-    out["log_loss"] = float(log_loss(y_arr, p_arr, labels=[0, 1]))
-    out["accuracy"] = float(np.mean((p_arr > 0.5) == (y_arr == 1)))  # 0.5 itself: REAL
-    if len(set(y)) == 2:
-        out["roc_auc"] = float(roc_auc_score(y_arr, p_arr))
-        out["average_precision"] = float(average_precision_score(y_arr, p_arr))
+    out.update(score_arrays(np.asarray(y), np.asarray(p, dtype=np.float64), eps))
+    return out
+
+
+METRICS = ("log_loss", "roc_auc", "average_precision", "accuracy")
+
+
+def score_arrays(y: np.ndarray, p: np.ndarray, eps: float = EPS) -> dict:
+    """The four metrics of labels `y` (0/1) and scores `p` (no missing values): log loss
+    with p clipped to [eps, 1 - eps], accuracy at > 0.5, ROC AUC and AP (None unless both
+    classes are present). The one definition `compute` and the leaderboard use."""
+    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
+    y = np.asarray(y).astype(int)
+    out = {"log_loss": float(log_loss(y, p, labels=[0, 1])),
+           "accuracy": float(np.mean((p > 0.5) == (y == 1))),  # 0.5 itself: REAL
+           "roc_auc": None, "average_precision": None}
+    if len(np.unique(y)) == 2:
+        out["roc_auc"] = float(roc_auc_score(y, p))
+        out["average_precision"] = float(average_precision_score(y, p))
     return out
 
 
