@@ -62,6 +62,36 @@ def submission_id(team: str, name: str) -> str:
     return f"{slug(team)}--{slug(name)}"
 
 
+def folder_id(path_or_uri: str) -> str:
+    """An id for a submission that cannot be read (its leaderboard row): the slug of the
+    folder's own name, prefixed `folder--` so it never collides with `<team>--<name>`."""
+    base = posixpath.basename(_folder(path_or_uri).rstrip("/")) or "submission"
+    return "folder--" + submission_id("", base).split("--", 1)[1]
+
+
+def load_submissions(folders: list[str], storage_cfg: StorageConfig | None = None
+                     ) -> tuple[list[Submission], list[tuple[str, SubmissionError]]]:
+    """Load each folder: (submissions, [(folder_id, error)]). Two folders with the same
+    `<team>--<name>` are both refused (the id names a run folder), with an error each."""
+    ok: list[Submission] = []
+    bad: list[tuple[str, SubmissionError]] = []
+    for f in folders:
+        try:
+            ok.append(load_submission(f, storage_cfg))
+        except SubmissionError as e:
+            bad.append((folder_id(f), e))
+    seen: dict[str, list[Submission]] = {}
+    for sub in ok:
+        seen.setdefault(sub.id, []).append(sub)
+    for sid, subs in seen.items():
+        if len(subs) > 1:
+            for sub in subs:
+                others = [o.source for o in subs if o is not sub]
+                bad.append((folder_id(sub.source), SubmissionError(
+                    sub.source, f"id {sid!r} also used by {others}")))
+    return [s for s in ok if len(seen[s.id]) == 1], bad
+
+
 def _folder(path_or_uri: str) -> str:
     if storage.is_s3(path_or_uri):
         return path_or_uri.rstrip("/")

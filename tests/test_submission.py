@@ -12,7 +12,13 @@ from torch import nn
 
 from dfray.config import StorageConfig
 from dfray.detectors import create_detector
-from dfray.submission import SubmissionError, find_submissions, load_submission
+from dfray.submission import (
+    SubmissionError,
+    find_submissions,
+    folder_id,
+    load_submission,
+    load_submissions,
+)
 from tests.conftest import upload_dir
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -119,3 +125,17 @@ def test_s3_submission(tmp_path, s3, moto_server):
     s3.delete_object(Bucket="subs", Key="incoming/two/models/m.onnx")
     with pytest.raises(SubmissionError, match="s3://subs/incoming/two.*not found"):
         load_submission(found[1], cfg)
+
+
+def test_load_submissions_reports_bad_and_duplicate_ids(tmp_path):
+    make_submission(tmp_path / "all" / "x", name="same")
+    make_submission(tmp_path / "all" / "y", name="same")
+    make_submission(tmp_path / "all" / "z", name="fine")
+    (tmp_path / "all" / "Broken One").mkdir()
+    subs, bad = load_submissions(find_submissions([str(tmp_path / "all")]))
+    assert [s.id for s in subs] == ["acme_labs--fine"]
+    assert sorted(i for i, _ in bad) == ["folder--broken_one", "folder--x", "folder--y"]
+    msgs = {i: str(e) for i, e in bad}
+    assert "cannot read submission.yaml" in msgs["folder--broken_one"]
+    assert "'acme_labs--same' also used by" in msgs["folder--x"]
+    assert folder_id("s3://b/p/Team A/") == "folder--team_a"

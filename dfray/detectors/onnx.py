@@ -3,8 +3,9 @@
 Same contract as `torchscript`: input float32 (N, 3, S, S), RGB, normalised with the
 spec's mean/std; output (N,) or (N, 1) logits, or P(fake) with `options: {output: prob}`.
 The first graph input and first output are used; the batch axis must be dynamic.
-Runs on the CUDAExecutionProvider when onnxruntime offers it and the detector's device
-is CUDA, else on CPU. An ONNX file is a protobuf graph: loading it runs no Python.
+Runs on the CUDAExecutionProvider when onnxruntime offers it and torch sees a GPU (a Ray
+actor without a GPU sees none), else on CPU. An ONNX file is a protobuf graph: loading it
+runs no Python.
 """
 
 from __future__ import annotations
