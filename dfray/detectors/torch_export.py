@@ -89,6 +89,12 @@ def _module(gm):
             self.program._apply(fn)
             return self
 
+        def parameters(self, recurse: bool = True):  # the program's, for memory sizing
+            return self.program.parameters(recurse)
+
+        def buffers(self, recurse: bool = True):
+            return self.program.buffers(recurse)
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.program(x)
 

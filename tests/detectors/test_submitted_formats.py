@@ -94,6 +94,9 @@ def test_same_outputs_as_the_torch_model(tmp_path, crops, arch, prob):
     np.testing.assert_allclose(det.predict_logits(crops, batch_size=2), ref, atol=1e-5)
     want = ref if prob else 1 / (1 + np.exp(-ref))
     np.testing.assert_allclose(det.predict(crops), want, atol=1e-5)
+    if arch == "torch_export":  # its weights are visible for memory sizing (check.py)
+        assert sum(p.numel() for p in det.model.parameters()) == \
+            sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize("arch", ["torchscript", "onnx", "torch_export"])
