@@ -19,8 +19,6 @@ EPS = 1e-15
 def compute(labels: list, scores: list, statuses: list, fill: float | None = 0.5,
             eps: float = EPS) -> dict:
     """Metrics over the labelled videos; `fill` None drops unscored ones."""
-    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
-
     counts = Counter(statuses)
     y, p = [], []
     filled = dropped = unlabelled = 0
@@ -47,38 +45,42 @@ def compute(labels: list, scores: list, statuses: list, fill: float | None = 0.5
     }
     if not y:
         return out
-    y_arr, p_arr = np.asarray(y), np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
-    out["log_loss"] = float(log_loss(y_arr, p_arr, labels=[0, 1]))
-    out["accuracy"] = float(np.mean((p_arr > 0.5) == (y_arr == 1)))  # 0.5 itself: REAL
-    if len(set(y)) == 2:
-        out["roc_auc"] = float(roc_auc_score(y_arr, p_arr))
-        out["average_precision"] = float(average_precision_score(y_arr, p_arr))
+    out.update(score_arrays(np.asarray(y), np.asarray(p, dtype=np.float64), eps))
     return out
 
 
-def run_metrics(run_dir: str, storage=None, fill: float | None = 0.5) -> dict:
-    from dfray.results import read_videos
-
-    t = read_videos(run_dir, storage)
-    m = compute(t.column("label").to_pylist(), t.column("score").to_pylist(),
-                t.column("status").to_pylist(), fill=fill)
-    m["run_dir"] = run_dir
-    return m
+METRICS = ("log_loss", "roc_auc", "average_precision", "accuracy")
 
 
-def format_metrics(m: dict) -> str:
-    def f(v):
-        return "n/a" if v is None else f"{v:.4f}"
+def video_log_loss(y: np.ndarray, p: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """Per-video log loss, p clipped to [eps, 1 - eps] (Kaggle's DFDC); its mean is the
+    log loss."""
+    pc = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
+    y = np.asarray(y, dtype=np.float64)
+    return -(y * np.log(pc) + (1 - y) * np.log1p(-pc))
 
-    fill = m["fill"]
-    how = (f"{fill['filled']} unscored labelled videos filled with {fill['value']}"
-           if fill["value"] is not None else f"{fill['dropped']} unscored labelled videos dropped")
-    lines = [
-        f"videos: {m['n_videos']} ({', '.join(f'{k}={v}' for k, v in m['counts'].items())})",
-        f"labelled: {m['n_labelled']}, evaluated: {m['n_evaluated']}; {how}",
-        f"log_loss (clipped 1e-15): {f(m['log_loss'])}",
-        f"roc_auc: {f(m['roc_auc'])}",
-        f"average_precision: {f(m['average_precision'])}",
-        f"accuracy@0.5: {f(m['accuracy'])}",
-    ]
-    return "\n".join(lines)
+
+def video_correct(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Per-video correctness of calling FAKE at p > 0.5 (0.5 itself: REAL)."""
+    return (np.asarray(p) > 0.5) == (np.asarray(y) == 1)
+
+
+def ranking_metrics(y: np.ndarray, p: np.ndarray) -> tuple[float | None, float | None]:
+    """(ROC AUC, AP); None unless both classes are present."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y = np.asarray(y).astype(int)
+    if len(np.unique(y)) != 2:
+        return None, None
+    return float(roc_auc_score(y, p)), float(average_precision_score(y, p))
+
+
+def score_arrays(y: np.ndarray, p: np.ndarray, eps: float = EPS) -> dict:
+    """The four metrics of labels `y` (0/1) and scores `p` (no missing values): log loss
+    with p clipped to [eps, 1 - eps], accuracy at > 0.5, ROC AUC and AP (None unless both
+    classes are present). The one definition `compute` and the leaderboard use."""
+    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
+    auc, ap = ranking_metrics(y, p)
+    return {"log_loss": float(video_log_loss(y, p, eps).mean()),
+            "accuracy": float(video_correct(y, p).mean()),
+            "roc_auc": auc, "average_precision": ap}

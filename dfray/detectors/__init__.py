@@ -5,13 +5,22 @@
     p_fake = det.predict(crops)          # (N, S, S, 3) uint8 RGB -> (N,) float32
 
 Importing this package registers the built-in architectures (meso4, mesoinception4, effnet,
-torchscript)
-without importing torch; torch and timm are imported when a detector is created.
+torchscript, onnx, torch_export) without importing torch; torch, timm and onnxruntime are
+imported when a detector is created.
 """
 
-from dfray.detectors import effnet, meso4, mesoinception4, torchscript  # noqa: F401
+from dfray.detectors import (  # noqa: F401
+    effnet,
+    meso4,
+    mesoinception4,
+    onnx,
+    torch_export,
+    torchscript,
+)
 from dfray.detectors.registry import (
     Detector,
+    DetectorError,
+    DetectorOutputError,
     create_detector,
     get_detector_defaults,
     list_detectors,
@@ -21,6 +30,8 @@ from dfray.detectors.weights import WeightsError, load_state_dict, resolve_weigh
 
 __all__ = [
     "Detector",
+    "DetectorError",
+    "DetectorOutputError",
     "WeightsError",
     "create_detector",
     "get_detector_defaults",

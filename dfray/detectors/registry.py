@@ -37,6 +37,16 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+class DetectorError(ValueError):
+    """A loaded detector misbehaved at run time (a ValueError, so older callers that
+    catch ValueError still do). The scorer turns it into the video's `error` row."""
+
+
+class DetectorOutputError(DetectorError):
+    """The model returned something that is not one finite score per crop: not a tensor,
+    the wrong shape, NaN/inf, or (for `output: prob`) a probability outside [0, 1]."""
 OUTPUTS = ("logit", "prob")
 
 
@@ -268,17 +278,32 @@ class Detector:
                 chunk = crops[i : i + batch_size]
                 y = self.model(self.preprocess(chunk))
                 if not isinstance(y, torch.Tensor):
-                    raise ValueError(
+                    raise DetectorOutputError(
                         f"detector {self.spec.name!r}: model returned {type(y).__name__}, "
                         "expected a tensor of shape (N,) or (N, 1)"
                     )
                 if y.numel() != len(chunk) or (y.ndim == 2 and y.shape[1] != 1) or y.ndim > 2:
-                    raise ValueError(
+                    raise DetectorOutputError(
                         f"detector {self.spec.name!r}: model returned shape {tuple(y.shape)} "
                         f"for {len(chunk)} crops, expected ({len(chunk)},) or ({len(chunk)}, 1)"
                     )
-                out.append(y.reshape(-1).float().cpu().numpy())
+                out.append(self._check_values(y.reshape(-1).float().cpu().numpy()))
         return np.concatenate(out).astype(np.float32, copy=False)
+
+    def _check_values(self, y: np.ndarray) -> np.ndarray:
+        """Raise DetectorOutputError on NaN/inf, or on probabilities outside [0, 1]."""
+        bad = ~np.isfinite(y)
+        if bad.any():
+            raise DetectorOutputError(
+                f"detector {self.spec.name!r}: model returned {int(bad.sum())} non-finite "
+                f"value(s) (NaN/inf) for {len(y)} crops"
+            )
+        if self.output == "prob" and ((y < 0) | (y > 1)).any():
+            raise DetectorOutputError(
+                f"detector {self.spec.name!r}: output 'prob' but model returned values in "
+                f"[{float(y.min()):.4g}, {float(y.max()):.4g}], outside [0, 1]"
+            )
+        return y
 
     def predict(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """crops: (N, S, S, 3) uint8 RGB with S == spec.input_size.
@@ -288,8 +313,8 @@ class Detector:
         torch.inference_mode() and autocast at `self.precision`. N == 0 -> empty array.
         """
         y = self.predict_logits(crops, batch_size=batch_size)
-        if self.output == "prob":
-            return np.clip(y, 0.0, 1.0).astype(np.float32, copy=False)
+        if self.output == "prob":  # checked in [0, 1] by predict_logits
+            return y.astype(np.float32, copy=False)
         # numerically stable sigmoid in float64, then float32
         y64 = y.astype(np.float64)
         e = np.exp(-np.abs(y64))
