@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dfray.options import at_least, check_options, fraction, option, positive
+from dfray.redact import RedactedMessage
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -19,7 +20,7 @@ AGGREGATIONS = ("mean", "confident")
 BUILTIN_CONFIG = "builtin:demo"
 
 
-class ConfigError(ValueError):
+class ConfigError(RedactedMessage, ValueError):
     """A configuration value is missing or wrong; the message says which and why."""
 
 

@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from dfray import storage
 from dfray.config import StorageConfig
 from dfray.listing_report import ListingReport
+from dfray.redact import RedactedMessage
 
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 LABEL_FILES = ("metadata.json", "labels.csv")
 ROW_GROUP = 50_000
 
 
-class CorpusError(ValueError):
+class CorpusError(RedactedMessage, ValueError):
     """The corpus root or its labels cannot be used; the message says why."""
 
 

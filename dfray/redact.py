@@ -42,3 +42,12 @@ def redact_value(value):
     if isinstance(value, (list, tuple)):
         return type(value)(redact_value(v) for v in value)
     return value
+
+
+class RedactedMessage(Exception):
+    """Mixin for error classes whose messages name URIs: every string argument is redacted
+    when the error is made, so no caller can leak a presigned query or a password through
+    it (`class StorageError(RedactedMessage, OSError)`)."""
+
+    def __init__(self, *args):
+        super().__init__(*(redact_text(a) if isinstance(a, str) else a for a in args))

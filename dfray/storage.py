@@ -13,12 +13,13 @@ import posixpath
 from typing import TYPE_CHECKING
 
 from dfray.config import StorageConfig
+from dfray.redact import RedactedMessage
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
 
-class StorageError(OSError):
+class StorageError(RedactedMessage, OSError):
     """A read or write to storage failed; the message names the URI, never credentials."""
 
 
