@@ -1,4 +1,5 @@
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +40,19 @@ def test_yaml_type_mistakes_are_config_errors(tmp_path, text, match):
     p.write_text(text + "\n")
     with pytest.raises(ConfigError, match=match):
         load_ensemble(str(p))
+
+
+def test_cli_unreachable_endpoint_exits_2_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "dfray.cli", "score", "s3://bucket/videos", "--out", str(tmp_path),
+         "--endpoint-url", f"http://127.0.0.1:{_closed_port()}"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("dfray score: error: cannot reach S3 endpoint http://127.0.0.1"), r.stderr
+    assert "Traceback" not in r.stderr
