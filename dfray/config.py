@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dfray.options import at_least, check_options, fraction, option, positive
+from dfray.redact import RedactedMessage
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -19,7 +20,7 @@ AGGREGATIONS = ("mean", "confident")
 BUILTIN_CONFIG = "builtin:demo"
 
 
-class ConfigError(ValueError):
+class ConfigError(RedactedMessage, ValueError):
     """A configuration value is missing or wrong; the message says which and why."""
 
 
@@ -255,6 +256,20 @@ class BudgetConfig:
 
 
 def detector_spec_from_dict(raw: dict[str, Any]) -> DetectorSpec:
+    """A DetectorSpec from one YAML entry; every type mistake is one ConfigError line."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"each detector is a mapping with 'name' and 'arch', got {raw!r}")
+    try:
+        return _detector_spec(raw)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"detector {raw.get('name')!r}: wrong value type ({e}); "
+                          "mean and std are lists of 3 numbers, input_size an integer, "
+                          "weight a number, options a mapping") from e
+
+
+def _detector_spec(raw: dict[str, Any]) -> DetectorSpec:
     known = {f.name for f in dataclasses.fields(DetectorSpec)}
     unknown = set(raw) - known
     if unknown:
@@ -269,7 +284,10 @@ def detector_spec_from_dict(raw: dict[str, Any]) -> DetectorSpec:
         kw["input_size"] = int(kw["input_size"])
     if "weight" in kw:
         kw["weight"] = float(kw["weight"])
-    kw["options"] = dict(kw.get("options") or {})
+    options = kw.get("options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"detector {raw['name']!r}: options must be a mapping")
+    kw["options"] = dict(options)
     return DetectorSpec(**kw)
 
 

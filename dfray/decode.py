@@ -1,4 +1,8 @@
-"""Decode stage: N evenly spaced RGB frames of one video with decord.
+"""Decode stage: N evenly spaced RGB frames of one video with decord, or with PyAV when
+decord cannot open it (decord's bundled FFmpeg has no AV1 decoder; PyAV ships a modern
+FFmpeg with dav1d). Both pick the same frame indices (`frame_indices` over the container's
+frame count) and give the same RGB frames for codecs both decode. When neither can decode
+a video stream that PyAV can name, the message says `unsupported codec <name>`.
 
 Reads from a local path or from the bytes of an object already fetched (S3). Failures
 raise DecodeError with a short, printable message (decord's own messages can contain the
@@ -54,7 +58,14 @@ def open_video(source: str | bytes):
 
 def decode_frames(source: str | bytes, n_frames: int = 32) -> tuple[np.ndarray, VideoInfo]:
     """Frames (T, H, W, 3) uint8 RGB, T = min(n_frames, frame_count), and the video info."""
-    vr = open_video(source)
+    try:
+        vr = open_video(source)
+    except DecodeError as first:
+        return decode_frames_pyav(source, n_frames, first)
+    return _decode_decord(vr, n_frames)
+
+
+def _decode_decord(vr, n_frames: int) -> tuple[np.ndarray, VideoInfo]:
     count = len(vr)
     if count <= 0:
         raise DecodeError("video has no frames")
@@ -69,3 +80,50 @@ def decode_frames(source: str | bytes, n_frames: int = 32) -> tuple[np.ndarray, 
     h, w = frames.shape[1:3]
     info = VideoInfo(int(w), int(h), fps, int(count), count / fps if fps > 0 else 0.0)
     return frames, info
+
+
+def decode_frames_pyav(
+    source: str | bytes, n_frames: int = 32, first: DecodeError | None = None
+) -> tuple[np.ndarray, VideoInfo]:
+    """decode_frames with PyAV: the same indices over the stream's frame count (counted by
+    a decode pass when the container does not say), RGB through FFmpeg's swscale."""
+    import av
+
+    src = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    not_video = first or DecodeError("not a readable video container (corrupt, truncated or not a video)")
+    try:
+        container = av.open(src)
+    except Exception:  # noqa: BLE001 - PyAV raises many error types for garbage input
+        raise not_video from None
+    with container:
+        if not container.streams.video:
+            raise not_video
+        stream = container.streams.video[0]
+        codec = stream.codec_context.name if stream.codec_context else "unknown"
+        try:
+            av.codec.Codec(codec, "r")
+        except Exception:  # noqa: BLE001 - no decoder for it in this FFmpeg
+            raise DecodeError(f"unsupported codec {codec}") from None
+        count = int(stream.frames or 0)
+        try:
+            if count <= 0:
+                count = sum(1 for _ in container.decode(stream))
+                container.seek(0)
+            wanted = {int(i) for i in frame_indices(count, n_frames)}
+            frames = []
+            for i, frame in enumerate(container.decode(stream)):
+                if i in wanted:
+                    frames.append(frame.to_ndarray(format="rgb24"))
+                if len(frames) == len(wanted):
+                    break
+        except Exception as e:  # noqa: BLE001
+            if count <= 0:
+                raise DecodeError(f"unsupported codec {codec}: {_clean(e)}") from None
+            raise DecodeError(f"cannot decode frames ({codec}): {_clean(e)}") from None
+        if count <= 0 or not frames:
+            raise DecodeError(f"unsupported codec {codec}: no frame could be decoded")
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else 0.0
+    out = np.stack(frames)
+    h, w = out.shape[1:3]
+    return out, VideoInfo(int(w), int(h), fps, count, count / fps if fps > 0 else 0.0)

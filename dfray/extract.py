@@ -140,7 +140,9 @@ class VideoExtractor:
             if storage.is_s3(uri):
                 source = storage.read_bytes(uri, self.store)
             else:
-                with open(uri, "rb") as f:
+                from dfray.corpus import local_path
+
+                with open(local_path(uri), "rb") as f:
                     source = f.read()
         except OSError as e:
             return {**out, "status": "read_error", "error": _msg(e)}

@@ -30,3 +30,24 @@ def redact_uri(uri: str | None) -> str | None:
 def redact_text(text: str) -> str:
     """`text` with every URI in it redacted."""
     return _URI.sub(lambda m: redact_uri(m.group(0)) or "", text)
+
+
+def redact_value(value):
+    """`value` with every string in it (nested dicts, lists, tuples; keys too) redacted,
+    e.g. a config before it is written to run.json."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {redact_value(k): redact_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_value(v) for v in value)
+    return value
+
+
+class RedactedMessage(Exception):
+    """Mixin for error classes whose messages name URIs: every string argument is redacted
+    when the error is made, so no caller can leak a presigned query or a password through
+    it (`class StorageError(RedactedMessage, OSError)`)."""
+
+    def __init__(self, *args):
+        super().__init__(*(redact_text(a) if isinstance(a, str) else a for a in args))

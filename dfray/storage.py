@@ -13,12 +13,13 @@ import posixpath
 from typing import TYPE_CHECKING
 
 from dfray.config import StorageConfig
+from dfray.redact import RedactedMessage
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
 
-class StorageError(OSError):
+class StorageError(RedactedMessage, OSError):
     """A read or write to storage failed; the message names the URI, never credentials."""
 
 
@@ -52,6 +53,7 @@ def _s3fs(cfg: StorageConfig) -> pafs.S3FileSystem:
     kw: dict = {
         "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=cfg.max_attempts),
         "allow_delayed_open": True,  # small objects (parts, run.json) go up as one PUT
+        "connect_timeout": cfg.connect_timeout_s,
     }
     if cfg.region:
         kw["region"] = cfg.region
@@ -130,5 +132,30 @@ def aws_client(service: str, cfg: StorageConfig):
         service,
         endpoint_url=cfg.endpoint_url,
         region_name=cfg.region or ("us-east-1" if cfg.endpoint_url else None),
-        config=Config(retries={"mode": "standard", "max_attempts": cfg.max_attempts}),
+        config=Config(
+            retries={"mode": "standard", "max_attempts": cfg.max_attempts},
+            connect_timeout=cfg.connect_timeout_s,
+        ),
     )
+
+
+def check_reachable(cfg: StorageConfig) -> None:
+    """Fail in seconds, with one line, when a configured S3 endpoint cannot be reached:
+    one TCP connect bounded by connect_timeout_s, before any SDK call (whose retries over
+    connection errors would otherwise take minutes). AWS's own endpoints are not probed."""
+    if not cfg.endpoint_url:
+        return
+    import socket
+    from urllib.parse import urlsplit
+
+    from dfray.redact import redact_uri
+
+    parts = urlsplit(cfg.endpoint_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=cfg.connect_timeout_s):
+            pass
+    except OSError as e:
+        raise StorageError(
+            f"cannot reach S3 endpoint {redact_uri(cfg.endpoint_url)} "
+            f"(within {cfg.connect_timeout_s:g}s): {e}") from e

@@ -50,6 +50,10 @@ def run(args) -> int:
     from dfray.runner import run_scoring
 
     cfg, budget = configs_from_args(args)
+    from dfray import storage
+
+    if any(storage.is_s3(u or "") for u in (cfg.corpus, cfg.out, cfg.labels)):
+        storage.check_reachable(cfg.storage)  # an unreachable endpoint: exit 2 in seconds
     governor = None
     if budget is not None:
         from dfray.budget.governor import governor_from_config

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dfray.config import StorageConfig
+from dfray.redact import RedactedMessage
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -44,7 +45,7 @@ _CHUNK = 1 << 20
 HTTP_TIMEOUT_S = 60.0
 
 
-class WeightsError(ValueError):
+class WeightsError(RedactedMessage, ValueError):
     """Weights cannot be found, fetched, verified or loaded; the message says why."""
 
 
