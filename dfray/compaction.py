@@ -62,7 +62,7 @@ def _compact_table(folder: RunFolder, name: str, target_rows: int, on_step) -> d
     parts = folder.parts(name)
     fs, _ = storage.filesystem(folder.root, folder.cfg)
     rows = [pq.ParquetFile(fs.open_input_file(p)).metadata.num_rows for p in parts]
-    if len(parts) < 2 or all(r >= target_rows // 2 for r in rows):
+    if len(parts) <= max(1, -(-sum(rows) // target_rows)):  # no more parts than needed
         return {"parts_before": len(parts), "parts_after": len(parts)}
     token = uuid.uuid4().hex[:8]
     last_stamp = _stamp(parts[-1])
