@@ -14,7 +14,8 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("samples", "extract", "score", "rescore", "metrics", "detectors", "plan",
+COMMANDS = ("samples", "extract", "score", "rescore", "metrics", "report", "export",
+            "detectors", "plan",
             "cluster", "sagemaker")
 
 
