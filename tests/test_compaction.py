@@ -136,3 +136,36 @@ def test_compaction_on_s3(small_run, s3, moto_server):
             ["Contents"]]
     assert len([k for k in keys if k.endswith(".parquet")]) == 2
     assert_raw_once(folder, 10)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "runner bug on main (103d38b): a face cache's videos rows keep status 'extracted' and "
+    "RowWriter writes faces only for status 'ok', so no faces/ parts are written; reported"))
+def test_a_compacted_face_cache_still_scores(tiny_corpus, tmp_path, random_config):
+    """A real face cache written one part per flush, compacted into one faces part: each
+    video's faces stay in one row group, and scoring from the cache (which reads one row
+    group per task) gives the same scores as before compaction."""
+    from dfray.config import RunConfig
+    from dfray.options import from_args
+    from dfray.runner.run import run_extract, run_scoring
+
+    def cfg(corpus, out, run_id):
+        return from_args(RunConfig, {"corpus": str(corpus), "out": str(out), "run_id": run_id,
+                                     "ensemble": random_config, "flush_rows": 1}, environ={})
+
+    run_extract(cfg(tiny_corpus, tmp_path / "caches", "c"), progress=False)
+    cache = results.RunFolder.at(str(tmp_path / "caches" / "c"))
+    before = run_scoring(cfg(cache.root, tmp_path / "out", "before"), progress=False)
+    assert before.state == "complete"
+    faces = faces_by_video(cache)
+    assert len(cache.parts("faces")) > 1 and len(faces) == 6
+    results.compact(cache, target_rows=100_000)
+    assert len(cache.parts("faces")) == len(raw_parts(cache, "faces")) == 1
+    assert faces_by_video(cache) == faces  # one row group per video, same faces
+    after = run_scoring(cfg(cache.root, tmp_path / "out", "after"), progress=False)
+    assert after.state == "complete"
+    s_before = {r["video_id"]: r["score"] for r in results.read_videos(
+        str(tmp_path / "out" / "before")).to_pylist()}
+    s_after = {r["video_id"]: r["score"] for r in results.read_videos(
+        str(tmp_path / "out" / "after")).to_pylist()}
+    assert s_after == s_before and all(v is not None for v in s_after.values())
