@@ -169,3 +169,4 @@ def test_a_compacted_face_cache_still_scores(tiny_corpus, tmp_path, random_confi
     s_after = {r["video_id"]: r["score"] for r in results.read_videos(
         str(tmp_path / "out" / "after")).to_pylist()}
     assert s_after == s_before and all(v is not None for v in s_after.values())
+
