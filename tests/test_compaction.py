@@ -170,3 +170,30 @@ def test_a_compacted_face_cache_still_scores(tiny_corpus, tmp_path, random_confi
         str(tmp_path / "out" / "after")).to_pylist()}
     assert s_after == s_before and all(v is not None for v in s_after.values())
 
+
+
+def test_faces_row_groups_are_merged_whole_never_split(small_run, tmp_path):
+    """The run's faces rewritten one part per video (the writer's unit), then compacted
+    with a target of about two and a half videos: several files, row groups holding whole
+    videos only."""
+    import pyarrow.compute as pc
+
+    run = tmp_path / "r"
+    shutil.copytree(small_run, run)
+    folder = results.RunFolder.at(str(run))
+    t = folder.read_table("faces")
+    for p in folder.parts("faces"):
+        (run / "faces" / p.rsplit("/", 1)[-1]).unlink()
+    for vid in sorted(set(t.column("video_id").to_pylist())):
+        folder.write_part("faces", t.filter(pc.equal(t.column("video_id"), vid)))
+    faces = faces_by_video(folder)
+    n = max(len(f) for f in faces.values())
+    out = results.compact(folder, target_rows=int(n * 2.5), tables=["faces"])
+    assert out["faces"]["parts_before"] == 6 and 1 < out["faces"]["parts_after"] < 6
+    assert faces_by_video(folder) == faces  # asserts one row group per video
+    fs, _ = results.storage.filesystem(folder.root, folder.cfg)
+    per_group = [len(set(pf.read_row_group(g, columns=["video_id"]).column(0).to_pylist()))
+                 for p in folder.parts("faces")
+                 for pf in [pq.ParquetFile(fs.open_input_file(p))]
+                 for g in range(pf.num_row_groups)]
+    assert sum(per_group) == 6 and max(per_group) >= 2  # merged whole, never split
