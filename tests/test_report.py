@@ -23,7 +23,7 @@ def chromium() -> str:
         path = shutil.which(name)
         if path:
             return path
-    if os.environ.get("CI"):
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail("headless Chromium is missing in CI: .ci/run installs it (apt-get install chromium)")
     pytest.skip("headless Chromium is not installed (apt-get install -y chromium)")
 
