@@ -61,7 +61,10 @@ def _compact_table(folder: RunFolder, name: str, target_rows: int, on_step) -> d
     cleanup(folder, name)
     parts = folder.parts(name)
     fs, _ = storage.filesystem(folder.root, folder.cfg)
-    rows = [pq.ParquetFile(fs.open_input_file(p)).metadata.num_rows for p in parts]
+    rows = []
+    for p in parts:
+        with fs.open_input_file(p) as f:
+            rows.append(pq.ParquetFile(f).metadata.num_rows)
     if len(parts) <= max(1, -(-sum(rows) // target_rows)):  # no more parts than needed
         return {"parts_before": len(parts), "parts_after": len(parts)}
     token = uuid.uuid4().hex[:8]
@@ -144,7 +147,8 @@ def _write_rows(folder, fs, parts, target_rows, new_uri) -> None:
     n = written = 0
     schema = None
     for p in parts:
-        t = pq.read_table(fs.open_input_file(p))
+        with fs.open_input_file(p) as f:
+            t = pq.read_table(f)
         schema = schema or t.schema.remove_metadata()
         ids = t.column("video_id").to_pylist()
         keep = [not (v in seen or seen.add(v)) for v in ids]
@@ -185,9 +189,10 @@ def _write_faces(folder, fs, parts, target_rows, new_uri) -> None:
             groups.clear()
 
     for p in parts:
-        pf = pq.ParquetFile(fs.open_input_file(p))
-        for i in range(pf.num_row_groups):
-            t = pf.read_row_group(i)
+        with fs.open_input_file(p) as f:
+            pf = pq.ParquetFile(f)
+            groups_in = [pf.read_row_group(i) for i in range(pf.num_row_groups)]
+        for t in groups_in:
             schema = schema or t.schema.remove_metadata()
             ids = set(t.column("video_id").to_pylist())
             dup = ids & seen
@@ -207,5 +212,6 @@ def _write_faces(folder, fs, parts, target_rows, new_uri) -> None:
                 close_file()
     close_file()
     if schema is None:  # every part empty: one empty part keeps the table's schema
-        first = pq.read_table(fs.open_input_file(parts[0]))
+        with fs.open_input_file(parts[0]) as f:
+            first = pq.read_table(f)
         _put(folder, new_uri(), [first.slice(0, 0)], first.schema.remove_metadata())

@@ -38,8 +38,7 @@ def gather(run_dir: str, cfg: StorageConfig | None = None) -> dict:
     doc = folder.read_run_json()
     if doc is None:
         raise FileNotFoundError(f"no run.json under {run_dir}: not a dfray run folder")
-    t = folder.read_table("videos") if folder.parts("videos") else None
-    rows = [] if t is None else results.read_videos(run_dir, cfg).to_pylist()
+    rows = results.read_videos(run_dir, cfg).to_pylist() if folder.parts("videos") else []
     try:
         n_manifest = results.read_manifest(folder, ["video_id"]).num_rows
     except (OSError, ValueError):

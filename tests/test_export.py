@@ -49,7 +49,7 @@ def test_videos_table_exports(small_run, tmp_path, fmt):
         got = pq.read_table(out).to_pylist()
     elif fmt == "csv":
         got = pacsv.read_csv(out).to_pylist()
-        assert f"model_scores.{next(iter(want.values()))['run_id'] and 'm'}" in got[0]
+        assert "model_scores.m" in got[0]  # the struct flattened per detector
     else:
         got = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(got) == len(want) == 10
