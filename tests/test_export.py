@@ -72,3 +72,22 @@ def test_kaggle_export_of_an_s3_run(small_run, s3, moto_server, tmp_path):
                  "-o", "s3://exp/submission.csv", "-q"]) == 0
     body = s3.get_object(Bucket="exp", Key="submission.csv")["Body"].read().decode()
     assert len(list(csv.reader(io.StringIO(body)))) == 11
+
+
+def test_kaggle_export_of_a_stopped_run_fills_videos_without_a_row(small_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "r"
+    shutil.copytree(small_run, run)
+    parts = RunFolder.at(str(run)).parts("videos")
+    assert len(parts) > 1
+    (run / "videos" / parts[-1].rsplit("/", 1)[-1]).unlink()  # as if the run stopped there
+    kept = read_videos(str(run)).to_pylist()
+    scored = {r["video_id"]: r["score"] for r in kept if r["score"] is not None}
+    out = tmp_path / "submission.csv"
+    assert main(["export", str(run), "-o", str(out), "-q"]) == 0
+    rows = list(csv.reader(out.open()))[1:]
+    assert len(rows) == 10 and len(kept) < 10
+    filled = [name for name, label in rows if name not in scored]
+    assert filled and all(label == "0.500000" for name, label in rows if name in filled)
+    assert f"{len(filled)} of 10 videos had no score" in capsys.readouterr().err
