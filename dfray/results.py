@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
+import re
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -70,6 +72,22 @@ def faces_schema(detector_names: Iterable[str]):
     )
 
 
+COMPACTED = re.compile(r"^part-.*-c[0-9a-f]{8}-\d{4}\.parquet$")
+
+
+def is_part(base: str) -> bool:
+    return base.startswith("part-") and base.endswith(".parquet")
+
+
+def is_compacted(base: str) -> bool:
+    """A part written by compaction: visible only once a commit names it."""
+    return bool(COMPACTED.match(base))
+
+
+def is_commit(base: str) -> bool:
+    return base.startswith("_commit-") and base.endswith(".json")
+
+
 class RunFolder:
     """Paths and I/O of one run folder, local or on S3."""
 
@@ -105,19 +123,28 @@ class RunFolder:
         storage.write_bytes(self.run_json, data, self.cfg)
 
     def write_part(self, name: str, table) -> str:
-        """Write one immutable part file into videos/ or faces/; returns its URI."""
+        """Write one immutable part file into videos/ or faces/; returns its URI. Its
+        footer carries `schema_version` and `run_id`."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         uri = storage.join(self.table_dir(name), f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet")
         buf = pa.BufferOutputStream()
-        pq.write_table(table, buf)
+        pq.write_table(self.stamp(table), buf)
         storage.write_bytes(uri, buf.getvalue().to_pybytes(), self.cfg)  # atomic, local or S3
         return uri
 
-    def parts(self, name: str) -> list[str]:
-        """Finished part files of a table, in write order (names sort by time)."""
+    def stamp(self, table):
+        """`table` with the footer metadata every part carries (schema_version, run_id)."""
+        from dfray import SCHEMA_VERSION
+
+        meta = {**(table.schema.metadata or {}), b"schema_version": str(SCHEMA_VERSION).encode(),
+                b"run_id": self.run_id.encode()}
+        return table.replace_schema_metadata(meta)
+
+    def listing(self, name: str) -> list[str]:
+        """Basenames of every file in a table's folder (parts, commits, leftovers)."""
         import pyarrow.fs as pafs
 
         fs, path = storage.filesystem(self.table_dir(name), self.cfg)
@@ -125,21 +152,50 @@ class RunFolder:
             infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
         except FileNotFoundError:
             return []
-        return sorted(
-            i.path
-            for i in infos
-            if i.type == pafs.FileType.File
-            and os.path.basename(i.path).startswith("part-")
-            and i.path.endswith(".parquet")
-        )
+        return [os.path.basename(i.path) for i in infos if i.type == pafs.FileType.File]
+
+    def commits(self, name: str) -> list[dict]:
+        """The compaction commits of a table, oldest first (see dfray.compaction)."""
+        out = []
+        for base in sorted(b for b in self.listing(name) if is_commit(b)):
+            try:
+                doc = json.loads(storage.read_bytes(storage.join(self.table_dir(name), base),
+                                                    self.cfg))
+            except storage.StorageError:
+                continue  # pruned between the listing and the read: it changed nothing
+            out.append({**doc, "file": base})
+        return out
+
+    def parts(self, name: str) -> list[str]:
+        """Finished part files of a table, in write order (names sort by time), as
+        filesystem paths. Honours compaction commits: the parts a commit replaced are left
+        out and compacted parts count only once a commit names them. The parts are listed
+        before the commits, so a compaction that commits in between is seen whole."""
+        base_dir = storage.filesystem(self.table_dir(name), self.cfg)[1]
+        listed = [b for b in self.listing(name) if is_part(b) and not is_compacted(b)]
+        added: set[str] = set()
+        removed: set[str] = set()
+        for c in self.commits(name):
+            added |= set(c["added"])
+            removed |= set(c["removed"])
+        names = (set(listed) | added) - removed
+        return [posixpath.join(base_dir, b) for b in sorted(names)]
 
     def read_table(self, name: str, columns: list[str] | None = None):
-        """All rows of videos/ or faces/ (None if there are none yet)."""
+        """All rows of videos/ or faces/ (None if there are none yet). A part that a
+        concurrent compaction deleted after the listing makes it list again."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         fs, _ = storage.filesystem(self.root, self.cfg)
-        tables = [pq.read_table(p, columns=columns, filesystem=fs) for p in self.parts(name)]
+        for attempt in range(5):
+            try:
+                tables = [pq.read_table(p, columns=columns, filesystem=fs)
+                          for p in self.parts(name)]
+                break
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
         if not tables:
             return None
         return pa.concat_tables(tables, promote_options="default")
@@ -169,6 +225,15 @@ def read_videos(run_dir: str, cfg: StorageConfig | None = None):
     seen: set[str] = set()
     keep = [not (v in seen or seen.add(v)) for v in table.column("video_id").to_pylist()]
     return table if all(keep) else table.filter(pa.array(keep))
+
+
+def compact(run_dir, target_rows: int = 100_000, cfg: StorageConfig | None = None,
+            tables: Iterable[str] = ("videos", "faces"), on_step=None) -> dict:
+    """Rewrite the small part files of a run folder's (or face cache's) tables into a few
+    large ones, atomically; see dfray.compaction. `run_dir` is a RunFolder or its path."""
+    from dfray.compaction import compact as _compact
+
+    return _compact(run_dir, target_rows=target_rows, cfg=cfg, tables=tables, on_step=on_step)
 
 
 def now_utc() -> datetime:
