@@ -112,6 +112,7 @@ def processing_job_request(
                 "LocalPath": INPUT_DIR,
                 "S3DataType": "S3Prefix",
                 "S3InputMode": "File",
+                "S3CompressionType": "None",
                 "S3DataDistributionType": "ShardedByS3Key",
             },
         },
@@ -122,6 +123,7 @@ def processing_job_request(
                 "LocalPath": CODE_DIR,
                 "S3DataType": "S3Prefix",
                 "S3InputMode": "File",
+                "S3CompressionType": "None",
                 "S3DataDistributionType": "FullyReplicated",
             },
         },
@@ -135,6 +137,7 @@ def processing_job_request(
                     "LocalPath": CONFIG_DIR,
                     "S3DataType": "S3Prefix",
                     "S3InputMode": "File",
+                "S3CompressionType": "None",
                     "S3DataDistributionType": "FullyReplicated",
                 },
             }

@@ -8,6 +8,7 @@ import time
 
 from dfray import results, storage
 from dfray.cloud.job import SubmitSpec, job_name, processing_job_request, volume_size_gb
+from dfray.cloud.launch import create_processing_job
 from dfray.cloud.prices import max_runtime_s, resolve_price
 from dfray.cloud.processing import EXIT_BUDGET, SageMakerError
 from dfray.cloud.runstate import rows_and_ids
@@ -83,7 +84,7 @@ def submit(spec: SubmitSpec, *, wait: bool = False, say=print) -> int:
         spec, name, runtime_s=runtime, volume_gb=volume, code_uri=code_uri, config_uri=config_uri
     )
     client = sagemaker_client(store)
-    arn = client.create_processing_job(**request)["ProcessingJobArn"]
+    arn = create_processing_job(request, client, store)
 
     job = {
         "job_name": name,

@@ -169,6 +169,7 @@ def test_submit_creates_sharded_processing_job(aws, moto_server, tmp_path):
         "LocalPath": "/opt/ml/processing/input/videos",
         "S3DataType": "S3Prefix",
         "S3InputMode": "File",
+        "S3CompressionType": "None",
         "S3DataDistributionType": "ShardedByS3Key",
     }
     assert inputs["code"]["S3Uri"] == "s3://sm-out/runs/job-1/_code/"
