@@ -13,7 +13,7 @@ import sys
 from dfray import results, storage
 from dfray.cloud.processing import INPUT_DIR, RESOURCE_CONFIG, SCRATCH_DIR, SageMakerError
 from dfray.cloud.runstate import rows_and_ids
-from dfray.cloud.shipper import SEED_PART, SHIP_INTERVAL_S, Shipper
+from dfray.cloud.shipper import SEED_PART, SHIP_INTERVAL_S, Shipper, ship_on_sigterm
 from dfray.config import StorageConfig
 
 ENTRY_SKIP = ("corpus", "ensemble", "labels", "address", "limit")  # the container's own
@@ -247,14 +247,7 @@ def run_entry(args) -> int:
         )
         shipper = Shipper(local, remote, {r["video_id"]: r for r in rows}, host)
 
-        def on_term(signum, frame):  # MaxRuntime or StopProcessingJob: keep what is done
-            say(f"[{host}] signal {signum}: shipping finished rows and exiting")
-            try:
-                shipper.sweep()
-            finally:
-                os._exit(128 + signum)
-
-        previous = signal.signal(signal.SIGTERM, on_term)
+        previous = ship_on_sigterm(shipper, say)
         shipper.start(args.ship_interval)
         try:
             result = run_scoring(cfg, progress=not quiet)

@@ -6,6 +6,8 @@ entry point calls `sweep()` once more, so rows finished before MaxRuntime surviv
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 
 from dfray import results
@@ -83,3 +85,18 @@ class Shipper:
             self._thread.join()
         return self.sweep()
 
+
+
+def ship_on_sigterm(shipper: Shipper, say) -> object:
+    """Install a SIGTERM handler (MaxRuntime or StopProcessingJob: SageMaker sends SIGTERM,
+    then SIGKILL after 2 minutes) that ships what is on disk and exits 128+15; returns the
+    previous handler, to restore with signal.signal(signal.SIGTERM, previous)."""
+
+    def on_term(signum, frame):
+        say(f"[{shipper.host}] signal {signum}: shipping finished rows and exiting")
+        try:
+            shipper.sweep()
+        finally:
+            os._exit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, on_term)

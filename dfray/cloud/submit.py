@@ -147,12 +147,30 @@ def wait_for_job(client, name: str, *, poll_s: float | None = None, say=print) -
 
 
 
+def stopped_by_max_runtime(desc: dict) -> bool:
+    """Did MaxRuntimeInSeconds end the job? SageMaker ends such a job as `Stopped`, with no
+    failure reason, exactly as a StopProcessingJob call would; the two are told apart by
+    time: stopped at least MaxRuntimeInSeconds after the job was created (CreationTime is
+    before the clock starts, so a stop by MaxRuntime always passes). A `Stopped` job
+    without timestamps counts as stopped by MaxRuntime; a `Failed` one only when its
+    reason names the runtime."""
+    reason = desc.get("FailureReason") or desc.get("ExitMessage") or ""
+    if desc.get("ProcessingJobStatus") != "Stopped":
+        return desc.get("ProcessingJobStatus") == "Failed" and "runtime" in reason.lower()
+    limit = (desc.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
+    start = desc.get("CreationTime")
+    end = desc.get("ProcessingEndTime") or desc.get("LastModifiedTime")
+    if not (limit and start and end):
+        return True
+    return (end - start).total_seconds() >= limit
+
+
 def finalize_run(folder: results.RunFolder, desc: dict, *, budget: bool, say=print) -> int:
     """Write the run's final state into run.json from the job's end; the exit status."""
     counts, n_rows, unscored = rows_and_ids(folder)
     status = desc.get("ProcessingJobStatus")
     reason = desc.get("FailureReason") or desc.get("ExitMessage") or ""
-    by_runtime = status == "Stopped" or "runtime" in reason.lower()
+    by_runtime = stopped_by_max_runtime(desc)
     if not unscored:
         state, code = "complete", 0
     elif budget and by_runtime:
