@@ -107,6 +107,7 @@ def processing_job_request(
     inputs = [
         {
             "InputName": "videos",
+            "AppManaged": False,
             "S3Input": {
                 "S3Uri": prefix_uri(spec.corpus),
                 "LocalPath": INPUT_DIR,
@@ -118,6 +119,7 @@ def processing_job_request(
         },
         {
             "InputName": "code",
+            "AppManaged": False,
             "S3Input": {
                 "S3Uri": prefix_uri(code_uri),
                 "LocalPath": CODE_DIR,
@@ -132,6 +134,7 @@ def processing_job_request(
         inputs.append(
             {
                 "InputName": "config",
+                "AppManaged": False,
                 "S3Input": {
                     "S3Uri": prefix_uri(config_uri),
                     "LocalPath": CONFIG_DIR,
