@@ -24,14 +24,11 @@ def sagemaker_client(store: StorageConfig):
     return aws_client("sagemaker", store)
 
 
-def _manifest_stats(manifest_uri: str, store: StorageConfig) -> tuple[int, int]:
-    """(number of videos, total bytes) of a manifest."""
+def _manifest_stats(folder: results.RunFolder) -> tuple[int, int]:
+    """(number of videos, total bytes) of the run's manifest."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    fs, path = storage.filesystem(manifest_uri, store)
-    with fs.open_input_file(path) as f:
-        t = pq.read_table(f, columns=["size_bytes"])
+    t = results.read_manifest(folder, ["size_bytes"])
     total = pc.sum(t.column("size_bytes")).as_py() or 0
     return t.num_rows, int(total)
 
@@ -69,7 +66,7 @@ def submit(spec: SubmitSpec, *, wait: bool = False, say=print) -> int:
     if previous is None or not storage.exists(folder.manifest, store):
         say(f"listing {spec.corpus} into {folder.manifest} …")
         build_manifest(spec.corpus, folder.manifest, store, spec.labels)
-    n_videos, total_bytes = _manifest_stats(folder.manifest, store)
+    n_videos, total_bytes = _manifest_stats(folder)
     volume = spec.volume_size_gb or volume_size_gb(total_bytes, spec.instance_count)
 
     code_uri = storage.join(folder.root, "_code")
