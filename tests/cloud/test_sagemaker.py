@@ -17,7 +17,7 @@ import pytest
 from conftest import RANDOM_MESO, upload_dir
 
 from dfray.cli import main
-from dfray.cloud import container, job, prices, processing, shipper
+from dfray.cloud import container
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = "arn:aws:iam::123456789012:role/dfray-sagemaker"
@@ -83,40 +83,6 @@ def submit(moto_server, corpus, out, *args):
             *args,
         ]
     )
-
-
-# -- pure parts --------------------------------------------------------------------------------
-
-
-def test_max_runtime_from_budget_caps_and_refusal():
-    assert prices.max_runtime_s(10.0, 0.736, 2) == math.floor(10.0 / (0.736 * 2) * 3600)
-    assert prices.max_runtime_s(10.0, 0.736, 2, limit_s=3600) == 3600
-    assert prices.max_runtime_s(1e6, 0.5, 1) == prices.MAX_RUNTIME_S == 777_600
-    assert prices.max_runtime_s(None, None, 4) == prices.DEFAULT_RUNTIME_S
-    assert prices.max_runtime_s(None, None, 4, limit_s=7200) == 7200
-    assert prices.max_runtime_s(0.5, 3.0, 1) == 600  # exactly 10 minutes is enough
-    with pytest.raises(processing.SageMakerError, match="10 minutes"):
-        prices.max_runtime_s(0.49, 3.0, 1)
-    with pytest.raises(processing.SageMakerError, match="budget must be > 0"):
-        prices.max_runtime_s(0, 1.0, 1)
-
-
-def test_price_sources(monkeypatch):
-    assert prices.resolve_price("ml.g4dn.xlarge", "us-east-1", 0.9).source == "--price-per-hour"
-    p = prices.resolve_price("ml.g5.xlarge", "us-east-1", None)
-    assert p.usd_per_hour == prices.ML_ON_DEMAND["us-east-1"]["ml.g5.xlarge"]
-    assert p.source.startswith("static:")
-    with pytest.raises(processing.SageMakerError, match="must be > 0"):
-        prices.resolve_price("ml.g5.xlarge", "us-east-1", 0.0)
-
-
-def test_job_names_are_valid():
-    import re
-
-    for run_id in ("r1", "20250101-120000-abcdef", "a_b.c/d" * 20, "---"):
-        name = job.job_name(run_id, "abc123")
-        assert re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", name), name
-        assert name.endswith("-abc123")
 
 
 # -- submit against moto -----------------------------------------------------------------------
@@ -398,81 +364,3 @@ def test_entry_point_two_instances_end_to_end(
     assert doc["detectors"][0]["name"] == "m" and doc["stats"]["n_scored"] > 0
     assert doc["sagemaker"]["jobs"][0]["job_name"] == name
     assert "runs/e2e/_sagemaker/algo-1.json" in s3_keys(s3, "sm-e2e", "runs/e2e/_sagemaker/")
-
-
-# -- container-side pieces without Ray ---------------------------------------------------------
-
-
-def test_resource_config(tmp_path):
-    p = tmp_path / "resourceconfig.json"
-    p.write_text(json.dumps({"current_host": "algo-2", "hosts": ["algo-1", "algo-2"]}))
-    assert container.read_resource_config(str(p)) == ("algo-2", ["algo-1", "algo-2"])
-    p.write_text(json.dumps({"current_host": "algo-3", "hosts": ["algo-1"]}))
-    with pytest.raises(processing.SageMakerError, match="not among hosts"):
-        container.read_resource_config(str(p))
-    host, hosts = container.read_resource_config(str(tmp_path / "missing.json"))  # outside SageMaker
-    assert hosts == [host]
-
-
-def _entry_args(tmp_path, out, *extra):
-    return container.entry_parser().parse_args(
-        [
-            "--run-id",
-            "r",
-            "--out",
-            str(out),
-            "--corpus",
-            "s3://bkt/videos/",
-            "--input-dir",
-            str(tmp_path / "input"),
-            "--scratch",
-            str(tmp_path / "scratch"),
-            *extra,
-        ]
-    )
-
-
-def test_standalone_shard_uses_relative_ids_and_corpus_uris(tmp_path):
-    from dfray.config import StorageConfig
-    from dfray.results import RunFolder
-
-    for rel in ("a.mp4", "sub/b.mp4", "notes.txt"):
-        (tmp_path / "input" / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "input" / rel).write_bytes(b"x" * 10)
-    (tmp_path / "input" / "labels.csv").write_text("filename,label\nsub/b.mp4,FAKE\n")
-    (tmp_path / "scratch").mkdir()
-    args = _entry_args(tmp_path, tmp_path / "out")
-    folder = RunFolder(str(tmp_path / "out"), "r", StorageConfig())
-    rows = container.shard_rows(args, "h", ["h"], folder, StorageConfig(), print)
-    by_id = {r["video_id"]: r for r in rows}
-    assert set(by_id) == {"a.mp4", "sub/b.mp4"}
-    assert by_id["sub/b.mp4"]["uri"] == "s3://bkt/videos/sub/b.mp4"
-    assert (by_id["a.mp4"]["label"], by_id["sub/b.mp4"]["label"]) == (None, 1)
-    man = pq.read_table(tmp_path / "out" / "r" / "manifest.parquet").to_pylist()
-    assert {r["uri"] for r in man} == {"s3://bkt/videos/a.mp4", "s3://bkt/videos/sub/b.mp4"}
-    with pytest.raises(processing.SageMakerError, match="multi-instance job needs the manifest"):
-        container.shard_rows(
-            args,
-            "h",
-            ["h", "g"],
-            RunFolder(str(tmp_path / "o2"), "r", StorageConfig()),
-            StorageConfig(),
-            print,
-        )
-
-
-def test_resume_seeds_rows_already_on_the_run_folder(tmp_path):
-    import pyarrow as pa
-
-    from dfray.config import StorageConfig
-    from dfray.results import RunFolder
-
-    remote = RunFolder(str(tmp_path / "remote"), "r", StorageConfig())
-    remote.write_part(
-        "videos", pa.table({"video_id": ["a.mp4", "other.mp4"], "status": ["ok", "no_faces"]})
-    )
-    local = RunFolder(str(tmp_path / "local"), "r", StorageConfig())
-    assert container._seed_done(local, remote, {"a.mp4", "b.mp4"}) == 1
-    assert local.done_ids() == {"a.mp4"}  # what the runner will skip
-    assert shipper.Shipper(local, remote, {}, "algo-1").sweep() == 0
-    assert len(remote.parts("videos")) == 1  # the seed is never shipped back
