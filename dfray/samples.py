@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -498,50 +497,51 @@ def _render(
         y0, y1, x0, x1 = manip.bbox
         region = head.rgb[y0:y1, x0:x1]
 
-    tmp = path.with_name(path.name + ".partial")
-    container = av.open(str(tmp), mode="w", format="mp4")
-    try:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        # Byte-identical output for a seed: x264's output depends on its thread count, and
-        # with macroblock-tree rate control (on in "veryfast") its SIMD code reads
-        # uninitialised padding when the width is not a multiple of 128 (854x480 differed
-        # run to run; asm=0 or mbtree=0 fixes it), so: one thread, no mbtree.
-        stream.codec_context.thread_count = 1
-        stream.options = {
-            "crf": str(crf),
-            "preset": preset,
-            "g": str(2 * fps),
-            "x264-params": "mbtree=0",
-        }
-        for i in range(n):
-            frame = bg.crop((pan_x[i], pan_y[i], pan_x[i] + w, pan_y[i] + h))
-            if shapes:
-                draw = ImageDraw.Draw(frame)
-                for shape, colour, r, start, vel in shapes:
-                    px = (start[0] + vel[0] * t[i]) % (w + 2 * r) - r
-                    py = (start[1] + vel[1] * t[i]) % (h + 2 * r) - r
-                    getattr(draw, shape)((px - r, py - r, px + r, py + r), fill=colour)
-            if manip is not None:  # the manipulation, re-blended with this frame's flicker
-                face = head_u8.copy()
-                blended = region + manip.mask * (manip.layer * manip.flicker[i] - region)
-                face[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
-                sprite_rgb = Image.fromarray(face)
-            sw = max(2, int(round(ww * scale[i])))
-            sh = max(2, int(round(hh * scale[i])))
-            rgb = sprite_rgb.resize((sw, sh), resample=Image.Resampling.BILINEAR)
-            alpha = sprite_alpha.resize((sw, sh), resample=Image.Resampling.BILINEAR)
-            ox = int(round(cx[i] - fcx * sw / ww))
-            oy = int(round(cy[i] - fcy * sh / hh))
-            frame.paste(rgb, (ox, oy), alpha)
-            frame = frame.point(luts[i].tolist() * 3)
-            for packet in stream.encode(av.VideoFrame.from_image(frame)):
+    from dfray.storage import atomic_path
+
+    with atomic_path(path) as tmp:
+        container = av.open(str(tmp), mode="w", format="mp4")
+        try:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            # Byte-identical output for a seed: x264's output depends on its thread count, and
+            # with macroblock-tree rate control (on in "veryfast") its SIMD code reads
+            # uninitialised padding when the width is not a multiple of 128 (854x480 differed
+            # run to run; asm=0 or mbtree=0 fixes it), so: one thread, no mbtree.
+            stream.codec_context.thread_count = 1
+            stream.options = {
+                "crf": str(crf),
+                "preset": preset,
+                "g": str(2 * fps),
+                "x264-params": "mbtree=0",
+            }
+            for i in range(n):
+                frame = bg.crop((pan_x[i], pan_y[i], pan_x[i] + w, pan_y[i] + h))
+                if shapes:
+                    draw = ImageDraw.Draw(frame)
+                    for shape, colour, r, start, vel in shapes:
+                        px = (start[0] + vel[0] * t[i]) % (w + 2 * r) - r
+                        py = (start[1] + vel[1] * t[i]) % (h + 2 * r) - r
+                        getattr(draw, shape)((px - r, py - r, px + r, py + r), fill=colour)
+                if manip is not None:  # the manipulation, re-blended with this frame's flicker
+                    face = head_u8.copy()
+                    blended = region + manip.mask * (manip.layer * manip.flicker[i] - region)
+                    face[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+                    sprite_rgb = Image.fromarray(face)
+                sw = max(2, int(round(ww * scale[i])))
+                sh = max(2, int(round(hh * scale[i])))
+                rgb = sprite_rgb.resize((sw, sh), resample=Image.Resampling.BILINEAR)
+                alpha = sprite_alpha.resize((sw, sh), resample=Image.Resampling.BILINEAR)
+                ox = int(round(cx[i] - fcx * sw / ww))
+                oy = int(round(cy[i] - fcy * sh / hh))
+                frame.paste(rgb, (ox, oy), alpha)
+                frame = frame.point(luts[i].tolist() * 3)
+                for packet in stream.encode(av.VideoFrame.from_image(frame)):
+                    container.mux(packet)
+            for packet in stream.encode():
                 container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    finally:
-        container.close()
-    os.replace(tmp, path)
+        finally:
+            container.close()
 
     extra: dict[str, Any] = {
         "background": bg_kind,
@@ -678,7 +678,8 @@ def generate_corpus(
         entry.update(extra)
         metadata[name] = entry
     metadata = dict(sorted(metadata.items()))
-    tmp = out / "metadata.json.partial"
-    tmp.write_text(json.dumps(metadata, indent=2) + "\n")
-    os.replace(tmp, out / "metadata.json")
+    from dfray.storage import atomic_path
+
+    with atomic_path(out / "metadata.json") as tmp:
+        Path(tmp).write_text(json.dumps(metadata, indent=2) + "\n")
     return metadata

@@ -8,7 +8,9 @@ usual AWS chain (environment, shared config, instance profile); they are never l
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import posixpath
 from typing import TYPE_CHECKING
 
@@ -88,20 +90,47 @@ def read_bytes(uri: str, cfg: StorageConfig) -> bytes:
 
 
 def write_bytes(uri: str, data: bytes, cfg: StorageConfig) -> None:
-    """Write a whole object atomically: tmp file + rename locally; one PUT on S3."""
+    """Write a whole object atomically: one PUT on S3; locally through atomic_path."""
     fs, path = filesystem(uri, cfg)
     if is_s3(uri):
         with fs.open_output_stream(path) as f:
             f.write(data)
         return
-    import os
-    import uuid
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = posixpath.join(posixpath.dirname(path), f".tmp-{uuid.uuid4().hex}")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
-    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], *, mode: int | None = None):
+    """The one atomic local write: yields a temporary path in `path`'s folder (created if
+    missing) for the caller to write; on a clean exit the file is fsync'd, given `mode`
+    (default: that of the file it replaces, else 0o644) and renamed over `path`, so a
+    reader sees the old file or the new one, never part of one; on an error it is removed."""
+    import tempfile
+
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    if mode is None:
+        try:
+            mode = os.stat(path).st_mode & 0o777
+        except OSError:
+            mode = 0o644
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def exists(uri: str, cfg: StorageConfig) -> bool:

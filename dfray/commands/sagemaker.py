@@ -1,7 +1,7 @@
 """`dfray sagemaker submit CORPUS --out OUT --role ARN --image-uri URI`: score an S3 corpus
 as one SageMaker Processing job on N instances (the corpus is sharded by S3 key across
 them), with MaxRuntimeInSeconds derived from --budget. Rows land in OUT/RUN_ID/ as with
-`dfray score`. See dfray/cloud/sagemaker.py for the design.
+`dfray score`. See dfray/cloud/ for the design.
 
 Exit status: 0 submitted (with --wait: the run is complete), 1 the job ended with videos
 unscored, 2 refused (bad input, budget too small), 3 (--wait) MaxRuntime stopped the job
@@ -28,8 +28,13 @@ def add_parser(sub) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    q.add_argument("corpus", help="s3://bucket/prefix of videos")
-    q.add_argument("--out", required=True, help="s3:// prefix; the run goes to OUT/RUN_ID/")
+    from dfray.config import RunConfig
+    from dfray.options import add_options
+
+    # corpus, --out, --run-id, --labels, the scoring options and --region/--endpoint-url
+    # (S3 and SageMaker) come from the one option schema; the ensemble is a local YAML
+    # path here (uploaded by submit), Ray is SageMaker's, --limit is not offered.
+    add_options(q, RunConfig, skip=("ensemble", "address", "limit"))
     q.add_argument("--role", required=True, help="SageMaker execution role ARN")
     q.add_argument(
         "--image-uri",
@@ -52,12 +57,6 @@ def add_parser(sub) -> None:
         "--config",
         default=None,
         help="ensemble YAML (default: builtin:demo); local weights files are uploaded with it",
-    )
-    q.add_argument("--run-id", default=None, help="run id; reuse one to resume (default: a new id)")
-    q.add_argument(
-        "--labels",
-        default=None,
-        help="s3:// labels.csv (default: metadata.json/labels.csv under the corpus)",
     )
     q.add_argument(
         "--budget",
@@ -89,25 +88,6 @@ def add_parser(sub) -> None:
         default=None,
         help="ML storage volume per instance (default: from the corpus size)",
     )
-    q.add_argument("--frames", type=int, default=32, help="frames sampled per video (default 32)")
-    q.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    q.add_argument(
-        "--video-timeout", type=float, default=300.0, help="per-video time limit, seconds"
-    )
-    q.add_argument(
-        "--max-attempts",
-        type=int,
-        default=3,
-        help="crashes a video may cause before it is marked error",
-    )
-    q.add_argument("--score-batch", type=int, default=8, help="videos per detector batch")
-    q.add_argument("--no-faces-table", action="store_true", help="do not write faces/")
-    q.add_argument(
-        "--region", default=None, help="AWS region (default $AWS_REGION / $AWS_DEFAULT_REGION)"
-    )
-    q.add_argument(
-        "--endpoint-url", default=None, help="S3 and SageMaker endpoint (moto, tests); default AWS"
-    )
     q.add_argument(
         "--wait",
         action="store_true",
@@ -117,44 +97,29 @@ def add_parser(sub) -> None:
 
 
 def spec_from_args(args):
-    import os
-    import uuid
-    from datetime import datetime, timezone
+    from dfray.cloud.job import SubmitSpec
+    from dfray.config import RunConfig, load_ensemble
+    from dfray.options import from_args
 
-    from dfray.cloud.sagemaker import SubmitSpec
-
-    run_id = args.run_id or (
-        datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-    )
     return SubmitSpec(
-        corpus=args.corpus,
-        out=args.out,
-        run_id=run_id,
+        run=from_args(RunConfig, args, ensemble=load_ensemble(args.config)),
         role=args.role,
         image_uri=args.image_uri,
         instance_type=args.instance_type,
         instance_count=args.instance_count,
         config=args.config,
-        labels=args.labels,
         budget_usd=args.budget,
         price_per_hour=args.price_per_hour,
         max_runtime_s=args.max_runtime_s,
         volume_size_gb=args.volume_size_gb,
-        frames=args.frames,
-        device=args.device,
-        video_timeout_s=args.video_timeout,
-        max_attempts=args.max_attempts,
-        score_batch=args.score_batch,
-        write_faces=not args.no_faces_table,
-        region=args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
-        endpoint_url=args.endpoint_url,
     )
 
 
 def run(args) -> int:
     import sys
 
-    from dfray.cloud.sagemaker import SageMakerError, submit
+    from dfray.cloud.processing import SageMakerError
+    from dfray.cloud.submit import submit
     from dfray.config import ConfigError
 
     try:

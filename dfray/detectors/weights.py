@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -98,20 +97,10 @@ def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
 
 def _atomic_download(write_to, dest: Path) -> None:
     """Call `write_to(fileobj)` on a temporary file next to `dest`, then rename it."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_to(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from dfray.storage import atomic_path
+
+    with atomic_path(dest) as tmp, open(tmp, "wb") as f:
+        write_to(f)
 
 
 def _fetch_cached(uri: str, key: str, fname: str, expected: str | None, cache_dir, write_to):

@@ -17,7 +17,7 @@ import pytest
 from conftest import RANDOM_MESO, upload_dir
 
 from dfray.cli import main
-from dfray.cloud import sagemaker as sm
+from dfray.cloud import container
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = "arn:aws:iam::123456789012:role/dfray-sagemaker"
@@ -85,40 +85,6 @@ def submit(moto_server, corpus, out, *args):
     )
 
 
-# -- pure parts --------------------------------------------------------------------------------
-
-
-def test_max_runtime_from_budget_caps_and_refusal():
-    assert sm.max_runtime_s(10.0, 0.736, 2) == math.floor(10.0 / (0.736 * 2) * 3600)
-    assert sm.max_runtime_s(10.0, 0.736, 2, limit_s=3600) == 3600
-    assert sm.max_runtime_s(1e6, 0.5, 1) == sm.MAX_RUNTIME_S == 777_600
-    assert sm.max_runtime_s(None, None, 4) == sm.DEFAULT_RUNTIME_S
-    assert sm.max_runtime_s(None, None, 4, limit_s=7200) == 7200
-    assert sm.max_runtime_s(0.5, 3.0, 1) == 600  # exactly 10 minutes is enough
-    with pytest.raises(sm.SageMakerError, match="10 minutes"):
-        sm.max_runtime_s(0.49, 3.0, 1)
-    with pytest.raises(sm.SageMakerError, match="budget must be > 0"):
-        sm.max_runtime_s(0, 1.0, 1)
-
-
-def test_price_sources(monkeypatch):
-    assert sm.resolve_price("ml.g4dn.xlarge", "us-east-1", 0.9).source == "--price-per-hour"
-    p = sm.resolve_price("ml.g5.xlarge", "us-east-1", None)
-    assert p.usd_per_hour == sm.ML_ON_DEMAND["us-east-1"]["ml.g5.xlarge"]
-    assert p.source.startswith("static:")
-    with pytest.raises(sm.SageMakerError, match="must be > 0"):
-        sm.resolve_price("ml.g5.xlarge", "us-east-1", 0.0)
-
-
-def test_job_names_are_valid():
-    import re
-
-    for run_id in ("r1", "20250101-120000-abcdef", "a_b.c/d" * 20, "---"):
-        name = sm.job_name(run_id, "abc123")
-        assert re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", name), name
-        assert name.endswith("-abc123")
-
-
 # -- submit against moto -----------------------------------------------------------------------
 
 
@@ -169,6 +135,7 @@ def test_submit_creates_sharded_processing_job(aws, moto_server, tmp_path):
         "LocalPath": "/opt/ml/processing/input/videos",
         "S3DataType": "S3Prefix",
         "S3InputMode": "File",
+        "S3CompressionType": "None",
         "S3DataDistributionType": "ShardedByS3Key",
     }
     assert inputs["code"]["S3Uri"] == "s3://sm-out/runs/job-1/_code/"
@@ -185,7 +152,7 @@ def test_submit_creates_sharded_processing_job(aws, moto_server, tmp_path):
     assert opts["--run-id"] == "job-1" and opts["--out"] == "s3://sm-out/runs"
     assert opts["--corpus"] == "s3://sm-data/corpus" and opts["--frames"] == "16"
     assert opts["--config"] == "/opt/ml/processing/config/ensemble.yaml"
-    sm.entry_parser().parse_args(args)  # the entry point accepts what submit generates
+    container.entry_parser().parse_args(args)  # the entry point accepts what submit generates
     tags = {t["Key"]: t["Value"] for t in sent[0]["Tags"]}
     assert tags == {"dfray:run-id": "job-1", "dfray:budget-usd": "25"}
     stored = sagemaker.list_tags(ResourceArn=desc["ProcessingJobArn"])["Tags"]
@@ -195,8 +162,8 @@ def test_submit_creates_sharded_processing_job(aws, moto_server, tmp_path):
     code = {k.removeprefix("runs/job-1/_code/") for k in keys if "/_code/" in k}
     assert {
         "jobs/sagemaker_entry.py",
-        "dfray/runner.py",
-        "dfray/cloud/sagemaker.py",
+        "dfray/runner/__init__.py",
+        "dfray/cloud/container.py",
         "dfray/configs/demo.yaml",
     } <= code
     assert not any("__pycache__" in k for k in code)
@@ -397,81 +364,3 @@ def test_entry_point_two_instances_end_to_end(
     assert doc["detectors"][0]["name"] == "m" and doc["stats"]["n_scored"] > 0
     assert doc["sagemaker"]["jobs"][0]["job_name"] == name
     assert "runs/e2e/_sagemaker/algo-1.json" in s3_keys(s3, "sm-e2e", "runs/e2e/_sagemaker/")
-
-
-# -- container-side pieces without Ray ---------------------------------------------------------
-
-
-def test_resource_config(tmp_path):
-    p = tmp_path / "resourceconfig.json"
-    p.write_text(json.dumps({"current_host": "algo-2", "hosts": ["algo-1", "algo-2"]}))
-    assert sm.read_resource_config(str(p)) == ("algo-2", ["algo-1", "algo-2"])
-    p.write_text(json.dumps({"current_host": "algo-3", "hosts": ["algo-1"]}))
-    with pytest.raises(sm.SageMakerError, match="not among hosts"):
-        sm.read_resource_config(str(p))
-    host, hosts = sm.read_resource_config(str(tmp_path / "missing.json"))  # outside SageMaker
-    assert hosts == [host]
-
-
-def _entry_args(tmp_path, out, *extra):
-    return sm.entry_parser().parse_args(
-        [
-            "--run-id",
-            "r",
-            "--out",
-            str(out),
-            "--corpus",
-            "s3://bkt/videos/",
-            "--input-dir",
-            str(tmp_path / "input"),
-            "--scratch",
-            str(tmp_path / "scratch"),
-            *extra,
-        ]
-    )
-
-
-def test_standalone_shard_uses_relative_ids_and_corpus_uris(tmp_path):
-    from dfray.config import StorageConfig
-    from dfray.results import RunFolder
-
-    for rel in ("a.mp4", "sub/b.mp4", "notes.txt"):
-        (tmp_path / "input" / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "input" / rel).write_bytes(b"x" * 10)
-    (tmp_path / "input" / "labels.csv").write_text("filename,label\nsub/b.mp4,FAKE\n")
-    (tmp_path / "scratch").mkdir()
-    args = _entry_args(tmp_path, tmp_path / "out")
-    folder = RunFolder(str(tmp_path / "out"), "r", StorageConfig())
-    rows = sm.shard_rows(args, "h", ["h"], folder, StorageConfig(), print)
-    by_id = {r["video_id"]: r for r in rows}
-    assert set(by_id) == {"a.mp4", "sub/b.mp4"}
-    assert by_id["sub/b.mp4"]["uri"] == "s3://bkt/videos/sub/b.mp4"
-    assert (by_id["a.mp4"]["label"], by_id["sub/b.mp4"]["label"]) == (None, 1)
-    man = pq.read_table(tmp_path / "out" / "r" / "manifest.parquet").to_pylist()
-    assert {r["uri"] for r in man} == {"s3://bkt/videos/a.mp4", "s3://bkt/videos/sub/b.mp4"}
-    with pytest.raises(sm.SageMakerError, match="multi-instance job needs the manifest"):
-        sm.shard_rows(
-            args,
-            "h",
-            ["h", "g"],
-            RunFolder(str(tmp_path / "o2"), "r", StorageConfig()),
-            StorageConfig(),
-            print,
-        )
-
-
-def test_resume_seeds_rows_already_on_the_run_folder(tmp_path):
-    import pyarrow as pa
-
-    from dfray.config import StorageConfig
-    from dfray.results import RunFolder
-
-    remote = RunFolder(str(tmp_path / "remote"), "r", StorageConfig())
-    remote.write_part(
-        "videos", pa.table({"video_id": ["a.mp4", "other.mp4"], "status": ["ok", "no_faces"]})
-    )
-    local = RunFolder(str(tmp_path / "local"), "r", StorageConfig())
-    assert sm._seed_done(local, remote, {"a.mp4", "b.mp4"}) == 1
-    assert local.done_ids() == {"a.mp4"}  # what the runner will skip
-    assert sm.Shipper(local, remote, {}, "algo-1").sweep() == 0
-    assert len(remote.parts("videos")) == 1  # the seed is never shipped back
