@@ -15,7 +15,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from raw_parts import exactly_once
 
 HOOKS = str(Path(__file__).parent / "hooks")  # test-only fault injection (sitecustomize)
