@@ -217,7 +217,7 @@ def run_pipeline(
 
     from dfray.config import DecodeConfig, RunConfig
     from dfray.results import RunFolder, read_videos
-    from dfray.runner import init_ray, plan_actors, run_scoring
+    from dfray.runner import init_ray, run_scoring
 
     stamp = f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     kw = {} if score_batch_videos is None else {"score_batch_videos": score_batch_videos}
@@ -234,7 +234,6 @@ def run_pipeline(
     t0 = time.perf_counter()
     init_ray(cfg.address)  # run_scoring skips its own ray.init when Ray is up
     ray_init_s = time.perf_counter() - t0
-    plan = plan_actors(cfg, ray.cluster_resources())
 
     one_video_s = one_video_work_s = None
     if startup_run:
@@ -252,6 +251,7 @@ def run_pipeline(
         t3 = time.perf_counter()
     driver_cpu = time.process_time() - c0
     rows = read_videos(result.run_dir).to_pylist()
+    layout = json.loads(Path(result.run_dir, "run.json").read_text())["attempts"][-1]["layout"]
     faces = RunFolder.at(result.run_dir).read_table(
         "faces", columns=["video_id", "frame_index", "box"]
     )
@@ -272,8 +272,9 @@ def run_pipeline(
         "cpu_series": [
             (round(t - t2, 2), {k: round(v, 2) for k, v in d.items()}) for t, d in sampler.series
         ],
-        "extract_actors_max": plan["extract"][1],
-        "score_actors_max": plan["score"][1],
+        "extract_actors_max": (layout.get("extract") or {}).get("actors"),
+        "score_actors_max": (layout.get("score") or {}).get("actors"),
+        "layout": layout,
         "score_batch_videos": cfg.score_batch_videos,
         "ray_cpus": float(ray.cluster_resources().get("CPU", 0)),
     }
