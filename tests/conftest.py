@@ -132,3 +132,18 @@ def small_run(tiny_corpus, tmp_path_factory, random_config) -> Path:
                "--run-id", "r", "--flush-rows", "1", "--quiet"])
     assert rc == 0
     return root / "out" / "r"
+
+
+@pytest.fixture(autouse=True)
+def _reset_dfray_logging():
+    """The CLI configures the `dfray` logger for its process (own handler, no
+    propagation); tests that call `main()` in-process must not leave that to the next test
+    (caplog listens at the root logger)."""
+    import logging
+
+    yield
+    logger = logging.getLogger("dfray")
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
