@@ -84,3 +84,31 @@ def score_arrays(y: np.ndarray, p: np.ndarray, eps: float = EPS) -> dict:
     return {"log_loss": float(video_log_loss(y, p, eps).mean()),
             "accuracy": float(video_correct(y, p).mean()),
             "roc_auc": auc, "average_precision": ap}
+
+
+def run_metrics(run_dir: str, storage=None, fill: float | None = 0.5) -> dict:
+    from dfray.results import read_videos
+
+    t = read_videos(run_dir, storage)
+    m = compute(t.column("label").to_pylist(), t.column("score").to_pylist(),
+                t.column("status").to_pylist(), fill=fill)
+    m["run_dir"] = run_dir
+    return m
+
+
+def format_metrics(m: dict) -> str:
+    def f(v):
+        return "n/a" if v is None else f"{v:.4f}"
+
+    fill = m["fill"]
+    how = (f"{fill['filled']} unscored labelled videos filled with {fill['value']}"
+           if fill["value"] is not None else f"{fill['dropped']} unscored labelled videos dropped")
+    lines = [
+        f"videos: {m['n_videos']} ({', '.join(f'{k}={v}' for k, v in m['counts'].items())})",
+        f"labelled: {m['n_labelled']}, evaluated: {m['n_evaluated']}; {how}",
+        f"log_loss (clipped 1e-15): {f(m['log_loss'])}",
+        f"roc_auc: {f(m['roc_auc'])}",
+        f"average_precision: {f(m['average_precision'])}",
+        f"accuracy@0.5: {f(m['accuracy'])}",
+    ]
+    return "\n".join(lines)
