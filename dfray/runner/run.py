@@ -151,9 +151,14 @@ def _execute(cfg, kind, source, folder, done, prog, governor, detectors, calib, 
         state = {"stop": False}
 
         def on_rows(rows):
-            writer.add(rows)
-            prog.add(rows)
-            return _budget_stop(governor, prog, state)
+            # one row at a time, the budget checked after each: once it says stop, the
+            # rest of the batch is not written (a resume scores those videos)
+            for row in rows:
+                writer.add([row])
+                prog.add([row])
+                if _budget_stop(governor, prog, state):
+                    return True
+            return False
 
         def on_tick():
             if calib is not None and calib.ready():
