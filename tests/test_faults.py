@@ -15,7 +15,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from raw_parts import exactly_once
+from parts import assert_exactly_once
+
+from dfray.results import read_videos
 
 HOOKS = str(Path(__file__).parent / "hooks")  # test-only fault injection (sitecustomize)
 
@@ -50,7 +52,8 @@ def wait_for_parts(run_dir, n, proc, timeout=400):
 
 
 def rows(run_dir):
-    return exactly_once(run_dir)  # raw part files: a duplicate fails here
+    assert_exactly_once(run_dir)  # raw part files: a duplicate fails here
+    return {r["video_id"]: r for r in read_videos(str(run_dir)).to_pylist()}
 
 
 def test_driver_killed_then_resumed_equals_clean_run(corpus_copy, tmp_path):
