@@ -24,7 +24,8 @@ def process_one(cfg: RunConfig, row: dict) -> dict:
 
     extractor = VideoExtractor(cfg.faces, cfg.decode, cfg.storage, device="cpu",
                                timeout_s=cfg.video_timeout_s, max_attempts=cfg.max_attempts)
-    scorer = EnsembleScorer(cfg.ensemble, device="cpu", run_id=cfg.run_id, storage=cfg.storage)
+    scorer = EnsembleScorer(cfg.ensemble, device="cpu", run_id=cfg.run_id, storage=cfg.storage,
+                            runtime=cfg.cpu_runtime)
     t0 = time.perf_counter()
     extracted = extractor({**row})
     extracted["attempts"] = 1

@@ -170,6 +170,9 @@ def default_ensemble() -> EnsembleConfig:
     return load_ensemble(None)
 
 
+CPU_RUNTIMES = ("torch", "onnxruntime")  # dfray.detectors.ort
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything one scoring run needs. Each field that is also a command-line option is
@@ -212,6 +215,10 @@ class RunConfig:
                                show_default="all")
     device: str = option("auto", flag="--device", choices=("auto", "cpu", "cuda"),
                          help="where MTCNN and the detectors run")
+    cpu_runtime: str = option("torch", flag="--cpu-runtime", choices=CPU_RUNTIMES,
+                              help="what runs the detectors on CPU nodes: onnxruntime exports "
+                              "each model to ONNX once per node (faster for EfficientNets; "
+                              "see benchmarks/RESULTS.md)")
 
     def __post_init__(self) -> None:
         check_options(self)

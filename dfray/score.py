@@ -67,14 +67,16 @@ class EnsembleScorer:
                          memory_mb=int(800 + 2 * model_mb))
 
     def __init__(self, cfg: EnsembleConfig, device: str = "auto", precision: str = "auto",
-                 batch_size: int = 64, run_id: str = "", storage=None, detectors=None):
+                 batch_size: int = 64, run_id: str = "", storage=None, detectors=None,
+                 runtime: str = "torch"):
         from dfray.detectors import create_detector
 
         self.cfg = cfg
         self.run_id = run_id
         self.batch_size = batch_size
         self.detectors = detectors or [
-            create_detector(spec, device=device, precision=precision, storage=storage)
+            create_detector(spec, device=device, precision=precision, storage=storage,
+                            runtime=runtime)
             for spec in cfg.detectors
         ]
         self.weights = {d.spec.name: d.spec.weight for d in self.detectors}

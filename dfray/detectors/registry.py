@@ -349,6 +349,7 @@ def create_detector(
     *,
     storage: StorageConfig | None = None,
     cache_dir: str | None = None,
+    runtime: str = "torch",
 ) -> Detector:
     """Build the detector of `spec` on `device` ("cpu", "cuda", "cuda:N" or "auto").
 
@@ -358,6 +359,8 @@ def create_detector(
     (torchscript) raise ConfigError. `precision`: "auto" (fp16 on CUDA, fp32 on CPU),
     "fp32", "fp16" (CUDA only) or "bf16"; half precision runs as autocast. `storage`
     (S3 endpoint/region) and `cache_dir` go to `resolve_weights` for remote weights.
+    `runtime="onnxruntime"` runs the model with ONNX Runtime when the device is the CPU
+    (dfray.detectors.ort; fp32; a model that cannot be exported stays on torch).
     """
     from dfray.detectors import weights as W
 
@@ -389,6 +392,10 @@ def create_detector(
                 spec.name,
                 spec.arch,
             )
+    if runtime == "onnxruntime" and device == "cpu" and spec.arch != "onnx":
+        from dfray.detectors.ort import onnxruntime_module
+
+        model, precision = onnxruntime_module(model, spec, sha), "fp32"
     return Detector(
         spec,
         model,

@@ -145,6 +145,7 @@ class _Score:
             device=_device(cfg.device, use_gpu),
             run_id=cfg.run_id,
             storage=cfg.storage,
+            runtime=cfg.cpu_runtime,
         )
 
     def __call__(self, batch):
