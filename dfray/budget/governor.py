@@ -8,12 +8,14 @@ injectable clock, so tests run the governor on a ``SimClock``.
 
 Arithmetic, on every check (hours unless noted):
 
-    cap          = budget × (1 − reserve)
-    spent        = prior_spent + ledger spend of this attempt (head included)
+    cap          = budget × (1 − reserve) / (1 + margin)        (dfray.budget.cost)
+    spent        = prior_spent + ledger spend of this attempt (head included; node rates
+                   are the cost model's: instance + EBS + public IPv4 + S3 allowance)
     rate         = videos done in this attempt / time since start (the governor's clock)
-    h            = remaining videos / rate        (``startup_horizon_s`` until one is done)
+    h            = remaining videos / rate        (until one is done: the time to the
+                   deadline when one is given, else ``startup_horizon_s``)
     projected    = spent + burn × h               burn: $/h of the nodes running now
-    allowed      = largest k with  spent + (head + k × worker) × h ≤ cap
+    allowed      = largest k with  spent + (head + k × worker) × h ≤ cap   (cost.max_workers)
                  = floor((cap − spent − head × h) / (worker × h)),
                    clipped to [1, min(the config's max_workers, remaining videos)]
     stop when    spent + burn' × (step + shutdown_s) > cap
@@ -65,17 +67,18 @@ import json
 import logging
 import math
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from dfray.budget.ledger import Ledger, NodeSeen, NodeTypes, RayNodeSource, price_lookup
-from dfray.budget.prices import Price
+from dfray.budget import cost
+from dfray.budget.cluster import NodeTypes
+from dfray.budget.ledger import Ledger, NodeSeen, RayNodeSource, price_lookup
+from dfray.budget.static_prices import S3_REQUESTS_USD_PER_NODE_HOUR
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RESERVE = 0.02
+DEFAULT_RESERVE = cost.DEFAULT_RESERVE
 DEFAULT_STARTUP_HORIZON_S = 3600.0
 DEFAULT_SHUTDOWN_S = 60.0
 DEFAULT_POLL_S = 10.0
@@ -98,48 +101,32 @@ def allowed_workers(
     remaining_videos: int | None = None,
     floor: int = 1,
 ) -> int:
-    """Largest k with ``spent + (head + k × worker) × remaining_h ≤ cap``, clipped to
-    ``[floor, min(upper, remaining_videos)]`` (see the module docstring)."""
-    hi = upper if upper is not None else None
-    if remaining_videos is not None:
-        hi = max(floor, remaining_videos) if hi is None else min(hi, max(floor, remaining_videos))
-    if remaining_h <= 0 or worker_usd_per_hour <= 0:
-        k = hi if hi is not None else floor
-    elif not math.isfinite(remaining_h):
-        k = 0
-    else:
-        room = cap_usd - spent_usd - head_usd_per_hour * remaining_h
-        k = math.floor(room / (worker_usd_per_hour * remaining_h) + 1e-9)
-    k = max(floor, k)
-    return min(k, hi) if hi is not None else k
+    """The cost model's ``max_workers`` with ``usable = cap_usd`` and a floor of one worker
+    (see the module docstring and dfray.budget.cost)."""
+    return cost.max_workers(
+        usable_usd=cap_usd,
+        spent_usd=spent_usd,
+        head_usd_per_hour=head_usd_per_hour,
+        worker_usd_per_hour=worker_usd_per_hour,
+        hours=remaining_h,
+        upper=upper,
+        remaining_videos=remaining_videos,
+        floor=floor,
+    )
 
 
 # -- the autoscaling config file --------------------------------------------------------------
 
 
-def _atomic_write_yaml(path: str, data: dict, header: str = "") -> None:
+def _write_yaml(path: str, data: dict, header: str = "") -> None:
+    """Through the one atomic write: the monitor may read the file at any moment."""
     import yaml
 
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        mode = os.stat(path).st_mode & 0o777
-    except OSError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".dfray-cap-", suffix=".yaml")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(header)
-            yaml.safe_dump(data, f, sort_keys=False, width=100)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from dfray.storage import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(header)
+        yaml.safe_dump(data, f, sort_keys=False, width=100)
 
 
 class AutoscalerCap:
@@ -173,17 +160,7 @@ class AutoscalerCap:
                 return json.load(f)  # capped by an earlier attempt: its originals are here
         except (OSError, ValueError):
             pass
-        config = self.read()
-        head = config.get("head_node_type")
-        types = {
-            name: {
-                "min_workers": int(nt.get("min_workers", 0) or 0),
-                "max_workers": int(nt.get("max_workers", 0) or 0),
-            }
-            for name, nt in config["available_node_types"].items()
-            if name != head
-        }
-        return {"max_workers": int(config.get("max_workers", 0) or 0), "types": types}
+        return NodeTypes.from_cluster_config(self.read()).original_limits()
 
     @property
     def upper(self) -> int:
@@ -211,7 +188,7 @@ class AutoscalerCap:
             f"# max_workers capped at {k} by the dfray budget governor; "
             f"originals in {os.path.basename(self.sidecar)}\n"
         )
-        _atomic_write_yaml(self.path, config, header)
+        _write_yaml(self.path, config, header)
         self.current = k
         log.info("autoscaler capped at %d workers (%s)", k, self.path)
         return True
@@ -226,7 +203,7 @@ class AutoscalerCap:
             nt = config["available_node_types"].get(name)
             if nt is not None:
                 nt.update(orig)
-        _atomic_write_yaml(self.path, config)
+        _write_yaml(self.path, config)
         os.unlink(self.sidecar)
         self.current = None
 
@@ -255,6 +232,8 @@ class BudgetGovernor:
         head_type: str | None = None,
         spot: bool = False,
         reserve: float = DEFAULT_RESERVE,
+        margin: float = cost.DEFAULT_MARGIN,
+        deadline_s: float | None = None,
         clock: Any = None,
         source: Callable[[], list[NodeSeen]] | None = None,
         cluster_config: Mapping[str, Any] | None = None,
@@ -274,9 +253,15 @@ class BudgetGovernor:
             raise BudgetError(f"the budget must be a positive number of USD, got {budget_usd}")
         if not 0 <= reserve < 1:
             raise BudgetError(f"the reserve is a fraction in [0, 1), got {reserve}")
+        if margin < 0:
+            raise BudgetError(f"the margin must be >= 0, got {margin}")
         self.budget_usd = float(budget_usd)
         self.reserve = float(reserve)
+        self.margin = float(margin)
         self.clock = clock or WallClock()
+        # before the first video the horizon is the deadline (as a plan and a rendered
+        # config assume), else startup_horizon_s
+        self.deadline_at = None if deadline_s is None else self.clock.now() + float(deadline_s)
         self.prior_spent_usd = float(prior_spent_usd)
         self.startup_horizon_s = float(startup_horizon_s)
         self.shutdown_s = float(shutdown_s)
@@ -304,10 +289,12 @@ class BudgetGovernor:
             )
         self.head_type = head_type
         self.head_price = self._lookup(head_type, False)
+        self.head_rate = cost.node_rate(self.head_price, self.node_types.head)
         if worker_type is not None:
-            self.worker_price = self._lookup(worker_type, self.spot)
+            self.worker_rate: cost.NodeRate | None = self._worker_rate(worker_type)
         else:
-            self.worker_price = self._default_worker_price()
+            self.worker_rate = self._default_worker_rate()
+        self.worker_price = self.worker_rate.price if self.worker_rate else None
         self.worker_type = self.worker_price.instance_type if self.worker_price else None
 
         self.upper = max_workers
@@ -316,7 +303,12 @@ class BudgetGovernor:
         elif self.upper is None and self.cluster_config is not None:
             self.upper = int(self.cluster_config.get("max_workers", 0) or 0)
 
-        self.ledger = Ledger(prices, self.clock, min_billed_s=min_billed_s)
+        self.ledger = Ledger(
+            prices,
+            self.clock,
+            min_billed_s=min_billed_s,
+            node_types=self.node_types if self.cluster_config else None,
+        )
         self.source = source or RayNodeSource(
             self.node_types,
             head_instance_type=head_type,
@@ -345,22 +337,31 @@ class BudgetGovernor:
 
     # -- set-up helpers ------------------------------------------------------------------
 
-    def _default_worker_price(self) -> Price | None:
-        """The price of the most expensive worker type the cluster config lets run, each at
+    def _worker_rate(self, worker_type: str) -> cost.NodeRate:
+        """``worker_type`` at ``spot`` or not, with the extras of its dearest node type."""
+        price = self._lookup(worker_type, self.spot)
+        types = [t for t in self.node_types.workers if t.instance_type == worker_type]
+        rates = [cost.node_rate(price, t) for t in types] or [cost.node_rate(price, None)]
+        return max(rates, key=lambda r: r.usd_per_hour)
+
+    def _default_worker_rate(self) -> cost.NodeRate | None:
+        """The rate of the most expensive worker type the cluster config lets run, each at
         its market in the config (on demand unless ``node_config.InstanceMarketOptions``
-        says spot): whatever mix the autoscaler launches, no worker costs more."""
-        best: Price | None = None
+        says spot), EBS and the rest included: whatever mix the autoscaler launches, no
+        worker costs more."""
+        best: cost.NodeRate | None = None
         for t in self.node_types.workers:
             if not t.instance_type or t.max_workers <= 0:
                 continue
             p = self._lookup(t.instance_type, self.spot if t.spot is None else t.spot)
-            if best is None or p.usd_per_hour > best.usd_per_hour:
-                best = p
+            r = cost.node_rate(p, t)
+            if best is None or r.usd_per_hour > best.usd_per_hour:
+                best = r
         return best
 
     @property
     def cap_usd(self) -> float:
-        return self.budget_usd * (1.0 - self.reserve)
+        return cost.usable_usd(self.budget_usd, self.reserve, self.margin)
 
     # -- runner hooks --------------------------------------------------------------------
 
@@ -402,11 +403,11 @@ class BudgetGovernor:
         if remaining > 0:
             step_s = max(self._gaps)
             burn = numbers["burn"]
-            if self.allowed is not None and self.worker_price is not None:
+            if self.allowed is not None and self.worker_rate is not None:
                 # workers may come up to the cap before the next check
                 burn = max(
                     burn,
-                    self.head_price.usd_per_hour + self.allowed * self.worker_price.usd_per_hour,
+                    self.head_rate.usd_per_hour + self.allowed * self.worker_rate.usd_per_hour,
                 )
             need = burn * (step_s + self.shutdown_s) / 3600.0
             if numbers["spent"] + need > self.cap_usd:
@@ -445,15 +446,28 @@ class BudgetGovernor:
             now = self.clock.now()
             numbers = self._update(remaining=max(0, self.n_todo - self.done), done=self.done)
             nodes = self.ledger.nodes(now)
+            parts = self.ledger.parts_usd(now)
             sources = self._price_sources()
         return {
             "budget_usd": self.budget_usd,
             "reserve": self.reserve,
+            "margin": self.margin,
             "cap_usd": round(self.cap_usd, 6),
             "spent_usd": round(numbers["spent"], 6),
             "spent_this_attempt_usd": round(numbers["spent"] - self.prior_spent_usd, 6),
             "prior_spent_usd": round(self.prior_spent_usd, 6),
             "projected_total_usd": round(numbers["projected"], 6),
+            "projected_at_cap_usd": (
+                None if numbers["at_cap"] is None else round(numbers["at_cap"], 6)
+            ),
+            "remaining_h": round(numbers["remaining_h"], 6),
+            "parts_usd": {k: round(v, 6) for k, v in parts.items()},
+            "head_usd_per_hour": round(self.head_rate.usd_per_hour, 6),
+            "worker_usd_per_hour": (
+                None if self.worker_rate is None else round(self.worker_rate.usd_per_hour, 6)
+            ),
+            "s3_request_allowance_usd_per_node_hour": S3_REQUESTS_USD_PER_NODE_HOUR,
+            "not_counted": list(cost.UNSEEN),
             "usd_per_1000_videos": (
                 None if numbers["per_1k"] is None else round(numbers["per_1k"], 6)
             ),
@@ -547,6 +561,8 @@ class BudgetGovernor:
             return 0.0
         elapsed = self.clock.now() - (self.t0 if self.t0 is not None else self.clock.now())
         if done <= 0 or elapsed <= 0:
+            if self.deadline_at is not None:
+                return max(0.0, self.deadline_at - self.clock.now()) / 3600.0
             return self.startup_horizon_s / 3600.0
         rate = done / elapsed  # videos per second of this attempt
         return remaining / rate / 3600.0
@@ -559,15 +575,23 @@ class BudgetGovernor:
         projected = spent + burn * h
         this_attempt = spent - self.prior_spent_usd
         per_1k = this_attempt / done * 1000.0 if done > 0 else None
-        if self.worker_price is not None:
+        at_cap = None
+        if self.worker_rate is not None:
             self.allowed = allowed_workers(
                 cap_usd=self.cap_usd,
                 spent_usd=spent,
-                head_usd_per_hour=self.head_price.usd_per_hour,
-                worker_usd_per_hour=self.worker_price.usd_per_hour,
+                head_usd_per_hour=self.head_rate.usd_per_hour,
+                worker_usd_per_hour=self.worker_rate.usd_per_hour,
                 remaining_h=h,
                 upper=self.upper,
                 remaining_videos=remaining if remaining > 0 else None,
+            )
+            at_cap = cost.projected_usd(
+                spent_usd=spent,
+                head_usd_per_hour=self.head_rate.usd_per_hour,
+                worker_usd_per_hour=self.worker_rate.usd_per_hour,
+                workers=self.allowed,
+                hours=h,
             )
         self._last = {"spent": spent, "burn": burn, "remaining_h": h, "projected": projected}
         return {
@@ -576,6 +600,7 @@ class BudgetGovernor:
             "remaining_h": h,
             "projected": projected,
             "per_1k": per_1k,
+            "at_cap": at_cap,
         }
 
     def _apply_cap(self, k: int | None) -> None:

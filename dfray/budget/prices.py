@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
@@ -380,9 +379,9 @@ class PriceBook:
                 "as_of": price.as_of,
                 "fetched_at": time.time(),
             }
-            fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".prices-", suffix=".json")
-            with os.fdopen(fd, "w") as f:
+            from dfray.storage import atomic_path
+
+            with atomic_path(self.cache_file) as tmp, open(tmp, "w") as f:
                 json.dump(data, f, indent=1, sort_keys=True)
-            os.replace(tmp, self.cache_file)
         except OSError as e:  # a cache we cannot write only costs a later API call
             log.warning("cannot write the price cache %s: %s", self.cache_file, e)
