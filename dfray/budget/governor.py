@@ -56,9 +56,13 @@ attempt (resume) restores the cap from the original values, which are kept next 
 in ``<file>.dfray-original.json`` while the file is capped. A run that completes restores
 the original values.
 
-The budget is for the whole run, across attempts: a resumed run starts from the spend that
-the previous attempt recorded in ``run.json`` (``prior_spent_usd``). Idle time of the cluster
-between attempts is not counted.
+The budget is for the whole run, across attempts: every attempt appends its spend to the
+run's spend journal (``RUN/_spend/``, dfray.budget.journal) at least every minute on the
+runner's ~1 s tick (``should_stop`` -> ``record``), so a resumed run starts from the spend of
+every earlier attempt, killed ones included (``prior_spent_usd``: the journal's total, or the
+spend recorded in ``run.json`` when that is larger). A node that stayed up between attempts
+(the head) is billed from where the last record left it; on AWS a node launched after the
+run's first attempt began is billed from its EC2 launch time.
 """
 
 from __future__ import annotations
@@ -246,6 +250,7 @@ class BudgetGovernor:
         min_billed_s: float = 60.0,
         max_workers: int | None = None,
         background_poll: bool | None = None,
+        journal: Any = None,
     ):
         from dfray.budget.clock import SimClock, WallClock
 
@@ -303,11 +308,21 @@ class BudgetGovernor:
         elif self.upper is None and self.cluster_config is not None:
             self.upper = int(self.cluster_config.get("max_workers", 0) or 0)
 
+        # the spend journal of the run: every earlier attempt's spend, killed ones included
+        self.journal = journal
+        self.run_started_at: float | None = None
+        billed_until: dict[str, float] = {}
+        if journal is not None:
+            earlier = journal.summary()
+            self.prior_spent_usd = max(self.prior_spent_usd, earlier.spent_usd)
+            self.run_started_at = earlier.first_started_at
+            billed_until = earlier.billed_until
         self.ledger = Ledger(
             prices,
             self.clock,
             min_billed_s=min_billed_s,
             node_types=self.node_types if self.cluster_config else None,
+            billed_until=billed_until,
         )
         self.source = source or RayNodeSource(
             self.node_types,
@@ -367,7 +382,9 @@ class BudgetGovernor:
 
     def start(self, n_todo: int, prog=None) -> None:
         self.t0 = self.clock.now()
-        self.ledger.since = self.t0
+        # a node launched (EC2) after the run's first attempt began is billed from its launch
+        first = self.run_started_at
+        self.ledger.since = self.t0 if first is None else min(first, self.t0)
         self.n_todo = int(n_todo)
         self.done = 0
         self.stopped_reason = None
@@ -376,6 +393,7 @@ class BudgetGovernor:
         self._poll(force=True)
         self._update(remaining=self.n_todo, done=0)
         self._apply_cap(self._file_cap())
+        self.record(force=True)
         if prog is not None:
             self._show(prog)
         if self.background_poll and self._poller is None:
@@ -420,6 +438,7 @@ class BudgetGovernor:
                 )
                 log.warning("stopping at the budget: %s", self.stopped_reason)
         self._apply_cap(0 if stop else self._file_cap())
+        self.record(force=stop)
         self._show(prog)
         return stop
 
@@ -438,7 +457,29 @@ class BudgetGovernor:
             except (OSError, BudgetError) as e:
                 self.cap_error = f"cannot restore {self.cap_file.path}: {e}"
                 log.warning(self.cap_error)
+        if self.t0 is not None:
+            self.record(force=True, final=True)
         return self.snapshot()
+
+    def record(self, *, force: bool = False, final: bool = False) -> None:
+        """Append this attempt's spend to the journal when a minute has passed (or now)."""
+        if self.journal is None or self.t0 is None:
+            return
+        now = self.clock.now()
+        if not (force or self.journal.due(now)):
+            return
+        with self._lock:
+            doc = {
+                "started_at": self.t0,
+                "spent_usd": self.ledger.spend_usd(now),
+                "parts_usd": self.ledger.parts_usd(now),
+                "nodes": self.ledger.nodes(now),
+                "final": final,
+                "stopped_reason": self.stopped_reason,
+                "budget_usd": self.budget_usd,
+                "not_counted": list(cost.UNSEEN),
+            }
+        self.journal.write(doc, now)
 
     def snapshot(self) -> dict[str, Any]:
         """The spend so far, as ``report()`` gives it, without polling or side effects."""
@@ -484,6 +525,13 @@ class BudgetGovernor:
             "autoscaler_cap": self.cap_file.current if self.cap_file else None,
             "autoscaler_cap_error": self.cap_error,
             "stopped_reason": self.stopped_reason,
+            "journal": None
+            if self.journal is None
+            else {
+                "attempt_id": self.journal.attempt_id,
+                "every_s": self.journal.every_s,
+                "error": self.journal.error,
+            },
         }
 
     # -- for the runner's actor pools ----------------------------------------------------
@@ -661,6 +709,8 @@ def governor_from_config(budget, cfg) -> BudgetGovernor:
 
     The autoscaling config falls back to ``~/ray_bootstrap_config.yaml`` when it exists
     (where ``ray up`` puts it on the head); the region to the cluster config's provider."""
+    from dfray import results
+    from dfray.budget.journal import SpendJournal
     from dfray.budget.prices import PriceBook, parse_price_overrides
 
     path = budget.autoscaling_config
@@ -696,6 +746,7 @@ def governor_from_config(budget, cfg) -> BudgetGovernor:
         cluster_config=cluster_config,
         autoscaling_config=path,
         prior_spent_usd=_prior_spent(cfg),
+        journal=SpendJournal(results.RunFolder(cfg.out, cfg.run_id, cfg.storage).root, cfg.storage),
     )
 
 

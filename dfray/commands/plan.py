@@ -153,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
             if args.from_run:
                 stats = load_run_stats(args.from_run)
                 origin = f"run {args.from_run}"
+                notes.append(_spent_note(args.from_run, storage))
             else:
                 n_cal = args.calibrate or 20
                 print(f"calibrating on {n_cal} videos of {args.corpus} …", file=sys.stderr)
@@ -229,3 +230,18 @@ def _node_types(path: str | None):
     if not os.path.exists(path):
         return None
     return NodeTypes.from_cluster_config(load_template(path))
+
+
+def _spent_note(run_dir: str, storage) -> str:
+    """What the run has spent so far, every attempt (killed ones too), from its journal."""
+    from dfray.budget.journal import summary
+
+    s = summary(run_dir, storage)
+    if not s.attempts:
+        return f"run {run_dir} has no spend journal (run without --budget?)"
+    killed = sum(1 for a in s.attempts if not a["final"])
+    return (
+        f"run {run_dir} has spent ${s.spent_usd:,.2f} over {len(s.attempts)} attempt(s)"
+        + (f", {killed} without a final report" if killed else "")
+        + "; the budget given here is for what is left"
+    )
