@@ -247,6 +247,10 @@ class BudgetConfig:
         None, flag="--autoscaling-config", env=("DFRAY_AUTOSCALING_CONFIG",), metavar="PATH",
         help="the autoscaling config the Ray monitor reads, whose max_workers the budget caps",
         show_default="~/ray_bootstrap_config.yaml if present")
+    down_on_exit: bool = option(False, flag="--down-on-exit", kind="flag",
+                                help="after the run, terminate the cluster's nodes, head "
+                                     "included (EC2, by the cluster-name tag); without it a "
+                                     "budget stop scales to zero workers and leaves the head up")
     spend_source: str = option("auto", flag="--spend-source", choices=SPEND_SOURCES,
                                help="where node uptime comes from (auto: EC2 on an AWS cluster, "
                                     "else ray.nodes())")

@@ -77,7 +77,7 @@ from typing import Any
 
 from dfray.budget import cost
 from dfray.budget.cluster import NodeTypes
-from dfray.budget.ledger import Ledger, NodeSeen, RayNodeSource, price_lookup
+from dfray.budget.ledger import Ec2NodeSource, Ledger, NodeSeen, RayNodeSource, price_lookup
 from dfray.budget.static_prices import S3_REQUESTS_USD_PER_NODE_HOUR
 
 log = logging.getLogger(__name__)
@@ -404,43 +404,53 @@ class BudgetGovernor:
             self._poller.start()
 
     def should_stop(self, prog) -> bool:
+        """The runner's check, after every finished row and on its ~1 s tick whether or not
+        rows arrive: a stalled pipeline is stopped on the clock like a busy one."""
         if self.t0 is None:
             self.start(getattr(prog, "total", 0) - getattr(prog, "already_done", 0), prog)
-        now = self.clock.now()
-        if self._last_check is not None:
-            self._gaps.append(now - self._last_check)
-        else:
-            self._gaps.append(now - self.t0)  # the first batch: from start to now
-        self._gaps = self._gaps[-5:]
-        self._last_check = now
-        self.done = int(prog.done)
-        remaining = max(0, self.n_todo - self.done)
-        self._poll()
-        numbers = self._update(remaining=remaining, done=self.done)
-        stop = False
-        if remaining > 0:
-            step_s = max(self._gaps)
-            burn = numbers["burn"]
-            if self.allowed is not None and self.worker_rate is not None:
-                # workers may come up to the cap before the next check
-                burn = max(
-                    burn,
-                    self.head_rate.usd_per_hour + self.allowed * self.worker_rate.usd_per_hour,
-                )
-            need = burn * (step_s + self.shutdown_s) / 3600.0
-            if numbers["spent"] + need > self.cap_usd:
-                stop = True
-                self.stopped_reason = (
-                    f"budget: spent ${numbers['spent']:.4f} + ${need:.4f} until the next check "
-                    f"and shutdown (${burn:.4f}/h × {step_s + self.shutdown_s:.0f} s) "
-                    f"> ${self.cap_usd:.4f} (budget ${self.budget_usd:.2f} less "
-                    f"{self.reserve:.0%} reserve)"
-                )
-                log.warning("stopping at the budget: %s", self.stopped_reason)
-        self._apply_cap(0 if stop else self._file_cap())
-        self.record(force=stop)
+        with self._lock:
+            now = self.clock.now()
+            if self._last_check is not None:
+                self._gaps.append(now - self._last_check)
+            else:
+                self._gaps.append(now - self.t0)  # the first batch: from start to now
+            self._gaps = self._gaps[-5:]
+            self._last_check = now
+            self.done = int(prog.done)
+            self._poll()
+            stop = self._check(max(self._gaps))
         self._show(prog)
         return stop
+
+    def _check(self, step_s: float, why: str = "") -> bool:
+        """The stop rule (module docstring); on a stop the cap goes to 0 workers at once."""
+        with self._lock:
+            if self.stopped_reason is not None:  # stopped already (e.g. by the poll thread)
+                return True
+            remaining = max(0, self.n_todo - self.done)
+            numbers = self._update(remaining=remaining, done=self.done)
+            stop = False
+            if remaining > 0:
+                burn = numbers["burn"]
+                if self.allowed is not None and self.worker_rate is not None:
+                    # workers may come up to the cap before the next check
+                    burn = max(
+                        burn,
+                        self.head_rate.usd_per_hour + self.allowed * self.worker_rate.usd_per_hour,
+                    )
+                need = burn * (step_s + self.shutdown_s) / 3600.0
+                if numbers["spent"] + need > self.cap_usd:
+                    stop = True
+                    self.stopped_reason = (
+                        f"budget{why}: spent ${numbers['spent']:.4f} + ${need:.4f} until the "
+                        f"next check and shutdown (${burn:.4f}/h × "
+                        f"{step_s + self.shutdown_s:.0f} s) > ${self.cap_usd:.4f} (budget "
+                        f"${self.budget_usd:.2f} less {self.reserve:.0%} reserve)"
+                    )
+                    log.warning("stopping at the budget: %s", self.stopped_reason)
+            self._apply_cap(0 if stop else self._file_cap())
+            self.record(force=stop)
+            return stop
 
     def report(self) -> dict[str, Any]:
         """The end-of-run hook: a last snapshot of the spend (``run.json["spend"]``). A run
@@ -459,7 +469,40 @@ class BudgetGovernor:
                 log.warning(self.cap_error)
         if self.t0 is not None:
             self.record(force=True, final=True)
+        if self.stopped_reason is not None:
+            log.warning(self.after_stop_message())
         return self.snapshot()
+
+    def after_stop_message(self) -> str:
+        """What still bills after a budget stop, and how to take it down."""
+        where = f" (max_workers 0 in {self.cap_file.path})" if self.cap_file else ""
+        return (
+            f"the budget stopped the run; the workers are scaled to zero{where}. The head "
+            f"({self.head_type}, ${self.head_rate.usd_per_hour:.4f}/h) is still up and "
+            "billing: take it down with `ray down -y CLUSTER.yaml` where you ran `ray up`, "
+            "or run with --down-on-exit"
+        )
+
+    def take_down(self) -> dict[str, Any]:
+        """``--down-on-exit``: scale to zero workers, then terminate every EC2 instance of
+        the cluster (workers first, the head, which may be this machine, last). Called by
+        ``dfray score`` after run.json is written. Without an EC2 source there is nothing
+        to terminate from here (a local or fake cluster): it says so."""
+        self._apply_cap(0)
+        if not isinstance(self.source, Ec2NodeSource):
+            msg = "--down-on-exit: not an EC2 cluster, nothing to terminate from here"
+            log.warning(msg)
+            return {"terminated": [], "note": msg}
+        alive = [n for n in self.source() if n.alive]
+        workers = [n.node_id for n in alive if n.role != "head"]
+        heads = [n.node_id for n in alive if n.role == "head"]
+        done = []
+        for ids in (workers, heads):
+            if ids:
+                self.source.client.terminate_instances(InstanceIds=ids)
+                done += ids
+        log.warning("--down-on-exit: terminated %s", ", ".join(done) or "nothing")
+        return {"terminated": done, "note": None}
 
     def record(self, *, force: bool = False, final: bool = False) -> None:
         """Append this attempt's spend to the journal when a minute has passed (or now)."""
@@ -525,6 +568,7 @@ class BudgetGovernor:
             "autoscaler_cap": self.cap_file.current if self.cap_file else None,
             "autoscaler_cap_error": self.cap_error,
             "stopped_reason": self.stopped_reason,
+            "after_stop": self.after_stop_message() if self.stopped_reason else None,
             "journal": None
             if self.journal is None
             else {
@@ -587,9 +631,14 @@ class BudgetGovernor:
             self._last_poll = now
 
     def _poll_loop(self) -> None:
+        """On a real clock: poll the nodes every ``poll_s`` and apply the stop rule, so the
+        budget holds (workers scaled to zero, the journal written) even while the driver
+        is not checking at all (a long blocking step outside the pipeline loop)."""
         while not self._stop_polling.wait(max(1.0, self.poll_s)):
             try:
                 self._poll()
+                step = max([max(1.0, self.poll_s), *self._gaps])
+                self._check(step, why=" (timer)")
             except Exception as e:  # noqa: BLE001 - a failed poll is retried; checks poll too
                 log.warning("cannot read the cluster's nodes for the budget: %s", e)
 
@@ -729,8 +778,6 @@ def governor_from_config(budget, cfg) -> BudgetGovernor:
     if budget.spend_source == "ec2" or (
         budget.spend_source == "auto" and provider.get("type") == "aws"
     ):
-        from dfray.budget.ledger import Ec2NodeSource
-
         name = (cluster_config or {}).get("cluster_name")
         if not name:
             raise BudgetError("--spend-source ec2 needs a cluster config with cluster_name")
