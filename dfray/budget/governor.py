@@ -67,6 +67,7 @@ run's first attempt began is billed from its EC2 launch time.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -352,6 +353,17 @@ class BudgetGovernor:
 
     # -- set-up helpers ------------------------------------------------------------------
 
+    def _refresh_rates(self) -> None:
+        """Re-read the head's and the workers' prices (a price book re-reads spot on its
+        schedule): the projection and the cap follow the price in force."""
+        head = self._lookup(self.head_type, False)
+        self.head_rate = cost.node_rate(head, self.node_types.head)
+        if self.worker_rate is not None:
+            p = self.worker_rate.price
+            price = self._lookup(p.instance_type, p.market == "spot")
+            self.worker_rate = dataclasses.replace(self.worker_rate, price=price)
+            self.worker_price = price
+
     def _worker_rate(self, worker_type: str) -> cost.NodeRate:
         """``worker_type`` at ``spot`` or not, with the extras of its dearest node type."""
         price = self._lookup(worker_type, self.spot)
@@ -628,6 +640,7 @@ class BudgetGovernor:
             if not force and self._last_poll is not None and now - self._last_poll < self.poll_s:
                 return
             self.ledger.observe(self.source())
+            self._refresh_rates()
             self._last_poll = now
 
     def _poll_loop(self) -> None:
