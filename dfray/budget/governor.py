@@ -73,11 +73,13 @@ import logging
 import math
 import os
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from dfray.budget import cost
 from dfray.budget.cluster import NodeTypes
+from dfray.budget.clusterlock import ClusterLock
 from dfray.budget.ledger import Ec2NodeSource, Ledger, NodeSeen, RayNodeSource, price_lookup
 from dfray.budget.static_prices import S3_REQUESTS_USD_PER_NODE_HOUR
 
@@ -252,6 +254,7 @@ class BudgetGovernor:
         max_workers: int | None = None,
         background_poll: bool | None = None,
         journal: Any = None,
+        run_key: str | None = None,
     ):
         from dfray.budget.clock import SimClock, WallClock
 
@@ -275,6 +278,12 @@ class BudgetGovernor:
         self.spot = bool(spot)
 
         self.cap_file = AutoscalerCap(autoscaling_config) if autoscaling_config else None
+        # one budget per cluster (dfray.budget.clusterlock), taken at start()
+        self.cluster_lock = (
+            ClusterLock(autoscaling_config, run_key or f"run-{uuid.uuid4().hex[:8]}")
+            if autoscaling_config
+            else None
+        )
         if cluster_config is None and self.cap_file is not None:
             cluster_config = self.cap_file.read()
         self.cluster_config = dict(cluster_config) if cluster_config else None
@@ -393,6 +402,8 @@ class BudgetGovernor:
     # -- runner hooks --------------------------------------------------------------------
 
     def start(self, n_todo: int, prog=None) -> None:
+        if self.cluster_lock is not None and not self.cluster_lock.held():
+            self.cluster_lock.acquire()  # ClusterBusy: another budgeted run has this cluster
         self.t0 = self.clock.now()
         # a node launched (EC2) after the run's first attempt began is billed from its launch
         first = self.run_started_at
@@ -453,14 +464,17 @@ class BudgetGovernor:
                 need = burn * (step_s + self.shutdown_s) / 3600.0
                 if numbers["spent"] + need > self.cap_usd:
                     stop = True
-                    self.stopped_reason = (
+                    reason = (
                         f"budget{why}: spent ${numbers['spent']:.4f} + ${need:.4f} until the "
                         f"next check and shutdown (${burn:.4f}/h × "
                         f"{step_s + self.shutdown_s:.0f} s) > ${self.cap_usd:.4f} (budget "
                         f"${self.budget_usd:.2f} less {self.reserve:.0%} reserve)"
                     )
-                    log.warning("stopping at the budget: %s", self.stopped_reason)
+                    log.warning("stopping at the budget: %s", reason)
+            # the cap first: once stopped_reason is visible, the workers are already capped
             self._apply_cap(0 if stop else self._file_cap())
+            if stop:
+                self.stopped_reason = reason
             self.record(force=stop)
             return stop
 
@@ -473,7 +487,7 @@ class BudgetGovernor:
             self._poller = None
         if self.t0 is not None:
             self._poll(force=True)
-        if self.stopped_reason is None and self.cap_file is not None:
+        if self.stopped_reason is None and self.cap_file is not None and self._lock_ours():
             try:
                 self.cap_file.restore()
             except (OSError, BudgetError) as e:
@@ -483,7 +497,22 @@ class BudgetGovernor:
             self.record(force=True, final=True)
         if self.stopped_reason is not None:
             log.warning(self.after_stop_message())
-        return self.snapshot()
+        snap = self.snapshot()
+        if self.cluster_lock is not None:
+            self.cluster_lock.release()
+        return snap
+
+    def _lock_ours(self) -> bool:
+        """Whether this run may write the cap file: it holds the cluster's budget lock."""
+        if self.cluster_lock is None:
+            return True
+        if self.cluster_lock.held():
+            return True
+        self.cap_error = (
+            f"lost the cluster's budget lock {self.cluster_lock.path} (taken over as stale): "
+            "the cap file is left to the run that holds it"
+        )
+        return False
 
     def after_stop_message(self) -> str:
         """What still bills after a budget stop, and how to take it down."""
@@ -714,8 +743,9 @@ class BudgetGovernor:
         }
 
     def _apply_cap(self, k: int | None) -> None:
-        if self.cap_file is None or k is None:
+        if self.cap_file is None or k is None or not self._lock_ours():
             return
+        self.cluster_lock.heartbeat()
         try:
             self.cap_file.apply(k)
             self.cap_error = None
@@ -775,6 +805,7 @@ def governor_from_config(budget, cfg) -> BudgetGovernor:
     from dfray.budget.journal import SpendJournal
     from dfray.budget.prices import PriceBook, parse_price_overrides
 
+    folder = results.RunFolder(cfg.out, cfg.run_id, cfg.storage).root
     path = budget.autoscaling_config
     if path is None and os.path.exists(os.path.expanduser(BOOTSTRAP_CONFIG)):
         path = os.path.expanduser(BOOTSTRAP_CONFIG)
@@ -806,7 +837,8 @@ def governor_from_config(budget, cfg) -> BudgetGovernor:
         cluster_config=cluster_config,
         autoscaling_config=path,
         prior_spent_usd=_prior_spent(cfg),
-        journal=SpendJournal(results.RunFolder(cfg.out, cfg.run_id, cfg.storage).root, cfg.storage),
+        journal=SpendJournal(folder, cfg.storage),
+        run_key=folder,
     )
 
 
