@@ -231,6 +231,25 @@ def select_types(
     return chosen
 
 
+AUTOSCALER_V1 = "export RAY_enable_autoscaler_v2=0; "
+
+
+def pin_autoscaler_v1(config: dict[str, Any]) -> bool:
+    """Make the head's ``ray start --head`` run the v1 autoscaler; returns whether a
+    command was changed. Ray 2.60's ``ray up`` prefixes ``export RAY_enable_autoscaler_v2=1;``
+    to every head start command (unless ``RAY_UP_enable_autoscaler_v2=0`` is set where it
+    runs); an export inside the command comes after it and wins. The governor's cap relies
+    on v1 re-reading ``max_workers`` from the autoscaling config on every update, and the
+    spot-first scorer is a v1 hook."""
+    changed = False
+    cmds = config.get("head_start_ray_commands") or []
+    for i, cmd in enumerate(cmds):
+        if "ray start" in cmd and "--head" in cmd and "RAY_enable_autoscaler_v2=0" not in cmd:
+            cmds[i] = AUTOSCALER_V1 + cmd
+            changed = True
+    return changed
+
+
 def find_placeholders(config: Any, path: str = "") -> list[str]:
     """Paths of values that still look like the template's all-zero placeholders."""
     found: list[str] = []
@@ -365,6 +384,7 @@ def render_cluster(
             nt["max_workers"] = 0
             nt["min_workers"] = 0
 
+    pin_autoscaler_v1(config)
     provider = config.setdefault("provider", {})
     dropped_az = None
     if region:
@@ -415,6 +435,8 @@ def render_cluster(
         "worst case, every worker running until the deadline: $"
         f"{projected:,.2f} <= ${plan.usable_usd:,.2f}",
         f"spot MaxPrice of the spot worker types: ${max_price:.4f}/h",
+        "autoscaler v1 pinned (RAY_enable_autoscaler_v2=0 in head_start_ray_commands): "
+        "the budget cap and the spot-first scorer are tested with v1 only",
         "enabled worker types (max_workers = cap): " + ", ".join(sorted(enabled_names)),
         "disabled worker types (max_workers = 0): "
         + (", ".join(w.name for w in workers if w.name not in enabled_names) or "none"),

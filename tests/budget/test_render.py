@@ -385,3 +385,31 @@ def test_infra_template_placeholders_are_flagged(tmp_path, capsys):
     assert "placeholders" in err and "SubnetIds" in err
     assert "# STILL PLACEHOLDERS" in out.read_text()
     assert "static:" in out.read_text()  # offline: price sources are the static table
+
+
+@needs_infra
+def test_rendered_head_runs_the_v1_autoscaler_even_under_ray_up(tmp_path):
+    """`ray up` (Ray 2.60) prefixes `export RAY_enable_autoscaler_v2=1;` to the head's start
+    commands; the rendered command still starts Ray with v2 off (run in a shell here)."""
+    import re
+    import subprocess
+
+    from ray.autoscaler._private.util import with_envs
+
+    book = PriceBook("us-east-1", offline=True, overrides=PRICES, cache_dir="/nonexistent")
+    template = yaml.safe_load(INFRA_TEMPLATE.read_text())
+    template["head_start_ray_commands"] = [
+        c.replace("export RAY_enable_autoscaler_v2=0;", "")
+        for c in template["head_start_ray_commands"]
+    ]  # an older template without the pin: render adds it
+    for t in (template, yaml.safe_load(INFRA_TEMPLATE.read_text())):
+        result = render_cluster(
+            t, budget_usd=100, deadline_s=8 * 3600, prices=book, instance_type="g4dn.xlarge"
+        )
+        (cmd,) = [c for c in result.config["head_start_ray_commands"] if "ray start" in c]
+        probe = re.sub(r"ray start --head.*", "echo $RAY_enable_autoscaler_v2", cmd, flags=re.S)
+        probe = re.sub(r"ulimit -n \d+;", "", probe)
+        (as_ray_up,) = with_envs([probe], {"RAY_enable_autoscaler_v2": "1"})
+        out = subprocess.run(["bash", "-c", as_ray_up], capture_output=True, text=True)
+        assert out.stdout.strip() == "0", (as_ray_up, out.stderr)
+        assert "autoscaler v1 pinned" in result.header
