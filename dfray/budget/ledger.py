@@ -17,6 +17,14 @@ Billing rules (conservative, as EC2 bills Linux instances: per second, one minut
   that first shows it gone: between two snapshots we cannot know when it died, so we assume
   the latest moment.
 - Every billing period is at least ``min_billed_s`` (60 s) long.
+- A node's rate is the cost model's (dfray.budget.cost.node_rate): the instance price plus,
+  for a node type of the cluster config, its EBS volumes, public IPv4 and the S3 request
+  allowance. The instance is billed per price segment: running nodes are re-priced on every
+  snapshot (a price book re-reads spot prices every 10 min), and a new price closes the
+  segment at the old one.
+- A node that an earlier attempt of the run billed (``billed_until``, from the spend
+  journal) is billed from where that record left it: the time between attempts counts, and
+  nothing counts twice.
 - A node first seen already dead (a previous run's, or one we never saw alive) is ignored.
 
 Sources (callables returning ``list[NodeSeen]``):

@@ -38,7 +38,7 @@ PRICES = {"g4dn.xlarge": 1.00, "m6i.large": 0.10}  # $/h: GPU worker, head (and 
 
 def _free_port() -> int:
     with socket.socket() as s:
-        s.bind(("", 0))
+        s.bind(("", 0))  # every interface: the head binds them all
         return s.getsockname()[1]
 
 
@@ -116,6 +116,16 @@ def fake_autoscaling_cluster(tmp: Path, *, head_cpus: int = 1):
         f"--temp-dir={temp_dir}",
         f"--ray-client-server-port={_free_port()}",
         f"--dashboard-port={_free_port()}",
+        # every port of its own: the defaults (dashboard agent 52365, worker ports
+        # 10002-19999, …) clash with a Ray that an earlier test in this process started
+        f"--dashboard-agent-listen-port={_free_port()}",
+        f"--dashboard-agent-grpc-port={_free_port()}",
+        f"--metrics-export-port={_free_port()}",
+        f"--runtime-env-agent-port={_free_port()}",
+        f"--node-manager-port={_free_port()}",
+        f"--object-manager-port={_free_port()}",
+        "--min-worker-port=0",
+        "--max-worker-port=0",
         "--include-dashboard=false",
         "--disable-usage-stats",
     ]
