@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dfray.budget.cost import DEFAULT_RESERVE
 from dfray.options import at_least, check_options, fraction, option, positive
 from dfray.redact import RedactedMessage
 
@@ -241,7 +242,7 @@ class BudgetConfig:
                                      show_default="the config's most expensive worker type")
     spot: bool = option(False, flag="--spot", kind="flag",
                         help="price --worker-type at spot")
-    reserve: float = option(0.02, flag="--budget-reserve", check=fraction, metavar="FRACTION",
+    reserve: float = option(DEFAULT_RESERVE, flag="--budget-reserve", check=fraction, metavar="FRACTION",
                             help="share of the budget held back for what the ledger cannot see")
     autoscaling_config: str | None = option(
         None, flag="--autoscaling-config", env=("DFRAY_AUTOSCALING_CONFIG",), metavar="PATH",

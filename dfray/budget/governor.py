@@ -182,7 +182,9 @@ class AutoscalerCap:
             return False
         config = self.read()
         if not os.path.exists(self.sidecar):
-            with open(self.sidecar, "w") as f:
+            from dfray.storage import atomic_path
+
+            with atomic_path(self.sidecar) as tmp, open(tmp, "w") as f:
                 json.dump(self.original, f, indent=1)
         config["max_workers"] = min(k, self.original["max_workers"])
         for name, orig in self.original["types"].items():
