@@ -292,15 +292,18 @@ def test_budget_exhausted_then_resume(tiny_corpus, tmp_path, random_config):
     """Local Ray; the head node ($1/h) is the only node; 600 simulated s per video = $0.167."""
     import ray
 
+    from dfray.budget.journal import SpendJournal, summary
     from dfray.results import RunFolder
     from dfray.runner import EXIT_BUDGET, run_scoring
 
     cfg = _run_cfg(tiny_corpus, tmp_path / "out", random_config)
+    run_root = RunFolder(cfg.out, cfg.run_id, cfg.storage).root
     prices = {"m6i.large": 1.0}
     try:
         g1 = TickingGovernor(
-            0.60, prices, head_type="m6i.large", clock=SimClock(), shutdown_s=60, poll_s=0
-        )
+            0.60, prices, head_type="m6i.large", clock=SimClock(), shutdown_s=60, poll_s=0,
+            journal=SpendJournal(run_root, cfg.storage),
+        )  # fmt: skip
         r1 = run_scoring(cfg, progress=False, governor=g1)
         assert r1.state == "budget_exhausted" and r1.exit_code == EXIT_BUDGET == 3
         folder = RunFolder(cfg.out, cfg.run_id, cfg.storage)
@@ -327,8 +330,9 @@ def test_budget_exhausted_then_resume(tiny_corpus, tmp_path, random_config):
             clock=SimClock(),
             shutdown_s=60,
             poll_s=0,
-            prior_spent_usd=spend["spent_usd"],
+            journal=SpendJournal(run_root, cfg.storage),  # its prior spend: the journal's
         )
+        assert g2.prior_spent_usd == pytest.approx(spend["spent_usd"])
         r2 = run_scoring(cfg, progress=False, governor=g2)
         assert r2.state == "complete" and r2.exit_code == 0
         assert r2.scored_now == 6 - r1.scored_now
@@ -340,6 +344,9 @@ def test_budget_exhausted_then_resume(tiny_corpus, tmp_path, random_config):
         assert doc["spend"]["prior_spent_usd"] == pytest.approx(spend["spent_usd"])
         assert doc["spend"]["spent_usd"] == pytest.approx(6 * 600 / 3600, abs=1e-6)
         assert doc["spend"]["stopped_reason"] is None
+        journal = summary(run_root, cfg.storage)  # written by the runner's checks
+        assert [a["final"] for a in journal.attempts] == [True, True]
+        assert journal.spent_usd == pytest.approx(doc["spend"]["spent_usd"], abs=1e-6)
     finally:
         ray.shutdown()
 
