@@ -32,7 +32,8 @@ and the autoscaler terminates them. The reserve covers what this cannot see (nod
 that Ray does not show yet, price moves, rounding).
 
 What caps the autoscaler (Ray 2.60, v1 ``StandardAutoscaler``, which the fake multi-node
-provider and ``ray up`` clusters run): ``StandardAutoscaler.update()`` calls ``reset()``,
+provider runs and which the template and every rendered config pin for ``ray up`` clusters:
+``RAY_enable_autoscaler_v2=0`` in the head's start command, see dfray.budget.render): ``StandardAutoscaler.update()`` calls ``reset()``,
 which re-reads the autoscaling config file (``config_reader``) on every update and hands
 ``max_workers`` and each node type's ``max_workers`` to the ``ResourceDemandScheduler``; a
 lower value also makes ``terminate_nodes_to_enforce_config_constraints`` terminate nodes
