@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dfray.budget.cost import DEFAULT_RESERVE
 from dfray.options import at_least, check_options, fraction, option, positive
 from dfray.redact import RedactedMessage
 
@@ -248,12 +249,16 @@ class BudgetConfig:
                                      show_default="the config's most expensive worker type")
     spot: bool = option(False, flag="--spot", kind="flag",
                         help="price --worker-type at spot")
-    reserve: float = option(0.02, flag="--budget-reserve", check=fraction, metavar="FRACTION",
+    reserve: float = option(DEFAULT_RESERVE, flag="--budget-reserve", check=fraction, metavar="FRACTION",
                             help="share of the budget held back for what the ledger cannot see")
     autoscaling_config: str | None = option(
         None, flag="--autoscaling-config", env=("DFRAY_AUTOSCALING_CONFIG",), metavar="PATH",
         help="the autoscaling config the Ray monitor reads, whose max_workers the budget caps",
         show_default="~/ray_bootstrap_config.yaml if present")
+    down_on_exit: bool = option(False, flag="--down-on-exit", kind="flag",
+                                help="after the run, terminate the cluster's nodes, head "
+                                     "included (EC2, by the cluster-name tag); without it a "
+                                     "budget stop scales to zero workers and leaves the head up")
     spend_source: str = option("auto", flag="--spend-source", choices=SPEND_SOURCES,
                                help="where node uptime comes from (auto: EC2 on an AWS cluster, "
                                     "else ray.nodes())")

@@ -93,7 +93,17 @@ def run_metrics(run_dir: str, storage=None, fill: float | None = 0.5) -> dict:
     m = compute(t.column("label").to_pylist(), t.column("score").to_pylist(),
                 t.column("status").to_pylist(), fill=fill)
     m["run_dir"] = run_dir
+    m["spend"] = run_spend(run_dir, storage)
     return m
+
+
+def run_spend(run_dir: str, storage=None) -> dict | None:
+    """Every attempt's spend from the run's spend journal (None when it has none)."""
+    from dfray.budget.journal import summary
+    from dfray.config import StorageConfig
+
+    s = summary(run_dir, storage or StorageConfig())
+    return s.to_dict() if s.attempts else None
 
 
 def format_metrics(m: dict) -> str:
@@ -111,4 +121,10 @@ def format_metrics(m: dict) -> str:
         f"average_precision: {f(m['average_precision'])}",
         f"accuracy@0.5: {f(m['accuracy'])}",
     ]
+    spend = m.get("spend")
+    if spend:
+        unfinished = sum(1 for a in spend["attempts"] if not a["final"])
+        lines.append(f"spend: ${spend['spent_usd']:.2f} over {len(spend['attempts'])} attempt(s)"
+                     + (f", {unfinished} without a final report (killed or running)"
+                        if unfinished else ""))
     return "\n".join(lines)

@@ -8,12 +8,14 @@ injectable clock, so tests run the governor on a ``SimClock``.
 
 Arithmetic, on every check (hours unless noted):
 
-    cap          = budget × (1 − reserve)
-    spent        = prior_spent + ledger spend of this attempt (head included)
+    cap          = budget × (1 − reserve) / (1 + margin)        (dfray.budget.cost)
+    spent        = prior_spent + ledger spend of this attempt (head included; node rates
+                   are the cost model's: instance + EBS + public IPv4 + S3 allowance)
     rate         = videos done in this attempt / time since start (the governor's clock)
-    h            = remaining videos / rate        (``startup_horizon_s`` until one is done)
+    h            = remaining videos / rate        (until one is done: the time to the
+                   deadline when one is given, else ``startup_horizon_s``)
     projected    = spent + burn × h               burn: $/h of the nodes running now
-    allowed      = largest k with  spent + (head + k × worker) × h ≤ cap
+    allowed      = largest k with  spent + (head + k × worker) × h ≤ cap   (cost.max_workers)
                  = floor((cap − spent − head × h) / (worker × h)),
                    clipped to [1, min(the config's max_workers, remaining videos)]
     stop when    spent + burn' × (step + shutdown_s) > cap
@@ -30,7 +32,8 @@ and the autoscaler terminates them. The reserve covers what this cannot see (nod
 that Ray does not show yet, price moves, rounding).
 
 What caps the autoscaler (Ray 2.60, v1 ``StandardAutoscaler``, which the fake multi-node
-provider and ``ray up`` clusters run): ``StandardAutoscaler.update()`` calls ``reset()``,
+provider runs and which the template and every rendered config pin for ``ray up`` clusters:
+``RAY_enable_autoscaler_v2=0`` in the head's start command, see dfray.budget.render): ``StandardAutoscaler.update()`` calls ``reset()``,
 which re-reads the autoscaling config file (``config_reader``) on every update and hands
 ``max_workers`` and each node type's ``max_workers`` to the ``ResourceDemandScheduler``; a
 lower value also makes ``terminate_nodes_to_enforce_config_constraints`` terminate nodes
@@ -54,28 +57,36 @@ attempt (resume) restores the cap from the original values, which are kept next 
 in ``<file>.dfray-original.json`` while the file is capped. A run that completes restores
 the original values.
 
-The budget is for the whole run, across attempts: a resumed run starts from the spend that
-the previous attempt recorded in ``run.json`` (``prior_spent_usd``). Idle time of the cluster
-between attempts is not counted.
+The budget is for the whole run, across attempts: every attempt appends its spend to the
+run's spend journal (``RUN/_spend/``, dfray.budget.journal) at least every minute on the
+runner's ~1 s tick (``should_stop`` -> ``record``), so a resumed run starts from the spend of
+every earlier attempt, killed ones included (``prior_spent_usd``: the journal's total, or the
+spend recorded in ``run.json`` when that is larger). A node that stayed up between attempts
+(the head) is billed from where the last record left it; on AWS a node launched after the
+run's first attempt began is billed from its EC2 launch time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
-import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from dfray.budget.ledger import Ledger, NodeSeen, NodeTypes, RayNodeSource, price_lookup
-from dfray.budget.prices import Price
+from dfray.budget import cost
+from dfray.budget.cluster import NodeTypes
+from dfray.budget.clusterlock import ClusterLock
+from dfray.budget.ledger import Ec2NodeSource, Ledger, NodeSeen, RayNodeSource, price_lookup
+from dfray.budget.static_prices import S3_REQUESTS_USD_PER_NODE_HOUR
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RESERVE = 0.02
+DEFAULT_RESERVE = cost.DEFAULT_RESERVE
 DEFAULT_STARTUP_HORIZON_S = 3600.0
 DEFAULT_SHUTDOWN_S = 60.0
 DEFAULT_POLL_S = 10.0
@@ -98,48 +109,32 @@ def allowed_workers(
     remaining_videos: int | None = None,
     floor: int = 1,
 ) -> int:
-    """Largest k with ``spent + (head + k × worker) × remaining_h ≤ cap``, clipped to
-    ``[floor, min(upper, remaining_videos)]`` (see the module docstring)."""
-    hi = upper if upper is not None else None
-    if remaining_videos is not None:
-        hi = max(floor, remaining_videos) if hi is None else min(hi, max(floor, remaining_videos))
-    if remaining_h <= 0 or worker_usd_per_hour <= 0:
-        k = hi if hi is not None else floor
-    elif not math.isfinite(remaining_h):
-        k = 0
-    else:
-        room = cap_usd - spent_usd - head_usd_per_hour * remaining_h
-        k = math.floor(room / (worker_usd_per_hour * remaining_h) + 1e-9)
-    k = max(floor, k)
-    return min(k, hi) if hi is not None else k
+    """The cost model's ``max_workers`` with ``usable = cap_usd`` and a floor of one worker
+    (see the module docstring and dfray.budget.cost)."""
+    return cost.max_workers(
+        usable_usd=cap_usd,
+        spent_usd=spent_usd,
+        head_usd_per_hour=head_usd_per_hour,
+        worker_usd_per_hour=worker_usd_per_hour,
+        hours=remaining_h,
+        upper=upper,
+        remaining_videos=remaining_videos,
+        floor=floor,
+    )
 
 
 # -- the autoscaling config file --------------------------------------------------------------
 
 
-def _atomic_write_yaml(path: str, data: dict, header: str = "") -> None:
+def _write_yaml(path: str, data: dict, header: str = "") -> None:
+    """Through the one atomic write: the monitor may read the file at any moment."""
     import yaml
 
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        mode = os.stat(path).st_mode & 0o777
-    except OSError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".dfray-cap-", suffix=".yaml")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(header)
-            yaml.safe_dump(data, f, sort_keys=False, width=100)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from dfray.storage import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(header)
+        yaml.safe_dump(data, f, sort_keys=False, width=100)
 
 
 class AutoscalerCap:
@@ -173,17 +168,7 @@ class AutoscalerCap:
                 return json.load(f)  # capped by an earlier attempt: its originals are here
         except (OSError, ValueError):
             pass
-        config = self.read()
-        head = config.get("head_node_type")
-        types = {
-            name: {
-                "min_workers": int(nt.get("min_workers", 0) or 0),
-                "max_workers": int(nt.get("max_workers", 0) or 0),
-            }
-            for name, nt in config["available_node_types"].items()
-            if name != head
-        }
-        return {"max_workers": int(config.get("max_workers", 0) or 0), "types": types}
+        return NodeTypes.from_cluster_config(self.read()).original_limits()
 
     @property
     def upper(self) -> int:
@@ -198,7 +183,9 @@ class AutoscalerCap:
             return False
         config = self.read()
         if not os.path.exists(self.sidecar):
-            with open(self.sidecar, "w") as f:
+            from dfray.storage import atomic_path
+
+            with atomic_path(self.sidecar) as tmp, open(tmp, "w") as f:
                 json.dump(self.original, f, indent=1)
         config["max_workers"] = min(k, self.original["max_workers"])
         for name, orig in self.original["types"].items():
@@ -211,7 +198,7 @@ class AutoscalerCap:
             f"# max_workers capped at {k} by the dfray budget governor; "
             f"originals in {os.path.basename(self.sidecar)}\n"
         )
-        _atomic_write_yaml(self.path, config, header)
+        _write_yaml(self.path, config, header)
         self.current = k
         log.info("autoscaler capped at %d workers (%s)", k, self.path)
         return True
@@ -226,7 +213,7 @@ class AutoscalerCap:
             nt = config["available_node_types"].get(name)
             if nt is not None:
                 nt.update(orig)
-        _atomic_write_yaml(self.path, config)
+        _write_yaml(self.path, config)
         os.unlink(self.sidecar)
         self.current = None
 
@@ -255,6 +242,8 @@ class BudgetGovernor:
         head_type: str | None = None,
         spot: bool = False,
         reserve: float = DEFAULT_RESERVE,
+        margin: float = cost.DEFAULT_MARGIN,
+        deadline_s: float | None = None,
         clock: Any = None,
         source: Callable[[], list[NodeSeen]] | None = None,
         cluster_config: Mapping[str, Any] | None = None,
@@ -267,6 +256,8 @@ class BudgetGovernor:
         min_billed_s: float = 60.0,
         max_workers: int | None = None,
         background_poll: bool | None = None,
+        journal: Any = None,
+        run_key: str | None = None,
     ):
         from dfray.budget.clock import SimClock, WallClock
 
@@ -274,9 +265,15 @@ class BudgetGovernor:
             raise BudgetError(f"the budget must be a positive number of USD, got {budget_usd}")
         if not 0 <= reserve < 1:
             raise BudgetError(f"the reserve is a fraction in [0, 1), got {reserve}")
+        if margin < 0:
+            raise BudgetError(f"the margin must be >= 0, got {margin}")
         self.budget_usd = float(budget_usd)
         self.reserve = float(reserve)
+        self.margin = float(margin)
         self.clock = clock or WallClock()
+        # before the first video the horizon is the deadline (as a plan and a rendered
+        # config assume), else startup_horizon_s
+        self.deadline_at = None if deadline_s is None else self.clock.now() + float(deadline_s)
         self.prior_spent_usd = float(prior_spent_usd)
         self.startup_horizon_s = float(startup_horizon_s)
         self.shutdown_s = float(shutdown_s)
@@ -284,6 +281,12 @@ class BudgetGovernor:
         self.spot = bool(spot)
 
         self.cap_file = AutoscalerCap(autoscaling_config) if autoscaling_config else None
+        # one budget per cluster (dfray.budget.clusterlock), taken at start()
+        self.cluster_lock = (
+            ClusterLock(autoscaling_config, run_key or f"run-{uuid.uuid4().hex[:8]}")
+            if autoscaling_config
+            else None
+        )
         if cluster_config is None and self.cap_file is not None:
             cluster_config = self.cap_file.read()
         self.cluster_config = dict(cluster_config) if cluster_config else None
@@ -304,10 +307,12 @@ class BudgetGovernor:
             )
         self.head_type = head_type
         self.head_price = self._lookup(head_type, False)
+        self.head_rate = cost.node_rate(self.head_price, self.node_types.head)
         if worker_type is not None:
-            self.worker_price = self._lookup(worker_type, self.spot)
+            self.worker_rate: cost.NodeRate | None = self._worker_rate(worker_type)
         else:
-            self.worker_price = self._default_worker_price()
+            self.worker_rate = self._default_worker_rate()
+        self.worker_price = self.worker_rate.price if self.worker_rate else None
         self.worker_type = self.worker_price.instance_type if self.worker_price else None
 
         self.upper = max_workers
@@ -316,7 +321,22 @@ class BudgetGovernor:
         elif self.upper is None and self.cluster_config is not None:
             self.upper = int(self.cluster_config.get("max_workers", 0) or 0)
 
-        self.ledger = Ledger(prices, self.clock, min_billed_s=min_billed_s)
+        # the spend journal of the run: every earlier attempt's spend, killed ones included
+        self.journal = journal
+        self.run_started_at: float | None = None
+        billed_until: dict[str, float] = {}
+        if journal is not None:
+            earlier = journal.summary()
+            self.prior_spent_usd = max(self.prior_spent_usd, earlier.spent_usd)
+            self.run_started_at = earlier.first_started_at
+            billed_until = earlier.billed_until
+        self.ledger = Ledger(
+            prices,
+            self.clock,
+            min_billed_s=min_billed_s,
+            node_types=self.node_types if self.cluster_config else None,
+            billed_until=billed_until,
+        )
         self.source = source or RayNodeSource(
             self.node_types,
             head_instance_type=head_type,
@@ -345,28 +365,52 @@ class BudgetGovernor:
 
     # -- set-up helpers ------------------------------------------------------------------
 
-    def _default_worker_price(self) -> Price | None:
-        """The price of the most expensive worker type the cluster config lets run, each at
+    def _refresh_rates(self) -> None:
+        """Re-read the head's and the workers' prices (a price book re-reads spot on its
+        schedule): the projection and the cap follow the price in force."""
+        head = self._lookup(self.head_type, False)
+        self.head_rate = cost.node_rate(head, self.node_types.head)
+        if self.worker_rate is not None:
+            p = self.worker_rate.price
+            price = self._lookup(p.instance_type, p.market == "spot")
+            self.worker_rate = dataclasses.replace(self.worker_rate, price=price)
+            self.worker_price = price
+
+    def _worker_rate(self, worker_type: str) -> cost.NodeRate:
+        """``worker_type`` at ``spot`` or not, with the extras of its dearest node type."""
+        price = self._lookup(worker_type, self.spot)
+        types = [t for t in self.node_types.workers if t.instance_type == worker_type]
+        rates = [cost.node_rate(price, t) for t in types] or [cost.node_rate(price, None)]
+        return max(rates, key=lambda r: r.usd_per_hour)
+
+    def _default_worker_rate(self) -> cost.NodeRate | None:
+        """The rate of the most expensive worker type the cluster config lets run, each at
         its market in the config (on demand unless ``node_config.InstanceMarketOptions``
-        says spot): whatever mix the autoscaler launches, no worker costs more."""
-        best: Price | None = None
+        says spot), EBS and the rest included: whatever mix the autoscaler launches, no
+        worker costs more."""
+        best: cost.NodeRate | None = None
         for t in self.node_types.workers:
             if not t.instance_type or t.max_workers <= 0:
                 continue
             p = self._lookup(t.instance_type, self.spot if t.spot is None else t.spot)
-            if best is None or p.usd_per_hour > best.usd_per_hour:
-                best = p
+            r = cost.node_rate(p, t)
+            if best is None or r.usd_per_hour > best.usd_per_hour:
+                best = r
         return best
 
     @property
     def cap_usd(self) -> float:
-        return self.budget_usd * (1.0 - self.reserve)
+        return cost.usable_usd(self.budget_usd, self.reserve, self.margin)
 
     # -- runner hooks --------------------------------------------------------------------
 
     def start(self, n_todo: int, prog=None) -> None:
+        if self.cluster_lock is not None and not self.cluster_lock.held():
+            self.cluster_lock.acquire()  # ClusterBusy: another budgeted run has this cluster
         self.t0 = self.clock.now()
-        self.ledger.since = self.t0
+        # a node launched (EC2) after the run's first attempt began is billed from its launch
+        first = self.run_started_at
+        self.ledger.since = self.t0 if first is None else min(first, self.t0)
         self.n_todo = int(n_todo)
         self.done = 0
         self.stopped_reason = None
@@ -375,6 +419,7 @@ class BudgetGovernor:
         self._poll(force=True)
         self._update(remaining=self.n_todo, done=0)
         self._apply_cap(self._file_cap())
+        self.record(force=True)
         if prog is not None:
             self._show(prog)
         if self.background_poll and self._poller is None:
@@ -385,42 +430,56 @@ class BudgetGovernor:
             self._poller.start()
 
     def should_stop(self, prog) -> bool:
+        """The runner's check, after every finished row and on its ~1 s tick whether or not
+        rows arrive: a stalled pipeline is stopped on the clock like a busy one."""
         if self.t0 is None:
             self.start(getattr(prog, "total", 0) - getattr(prog, "already_done", 0), prog)
-        now = self.clock.now()
-        if self._last_check is not None:
-            self._gaps.append(now - self._last_check)
-        else:
-            self._gaps.append(now - self.t0)  # the first batch: from start to now
-        self._gaps = self._gaps[-5:]
-        self._last_check = now
-        self.done = int(prog.done)
-        remaining = max(0, self.n_todo - self.done)
-        self._poll()
-        numbers = self._update(remaining=remaining, done=self.done)
-        stop = False
-        if remaining > 0:
-            step_s = max(self._gaps)
-            burn = numbers["burn"]
-            if self.allowed is not None and self.worker_price is not None:
-                # workers may come up to the cap before the next check
-                burn = max(
-                    burn,
-                    self.head_price.usd_per_hour + self.allowed * self.worker_price.usd_per_hour,
-                )
-            need = burn * (step_s + self.shutdown_s) / 3600.0
-            if numbers["spent"] + need > self.cap_usd:
-                stop = True
-                self.stopped_reason = (
-                    f"budget: spent ${numbers['spent']:.4f} + ${need:.4f} until the next check "
-                    f"and shutdown (${burn:.4f}/h × {step_s + self.shutdown_s:.0f} s) "
-                    f"> ${self.cap_usd:.4f} (budget ${self.budget_usd:.2f} less "
-                    f"{self.reserve:.0%} reserve)"
-                )
-                log.warning("stopping at the budget: %s", self.stopped_reason)
-        self._apply_cap(0 if stop else self._file_cap())
+        with self._lock:
+            now = self.clock.now()
+            if self._last_check is not None:
+                self._gaps.append(now - self._last_check)
+            else:
+                self._gaps.append(now - self.t0)  # the first batch: from start to now
+            self._gaps = self._gaps[-5:]
+            self._last_check = now
+            self.done = int(prog.done)
+            self._poll()
+            stop = self._check(max(self._gaps))
         self._show(prog)
         return stop
+
+    def _check(self, step_s: float, why: str = "") -> bool:
+        """The stop rule (module docstring); on a stop the cap goes to 0 workers at once."""
+        with self._lock:
+            if self.stopped_reason is not None:  # stopped already (e.g. by the poll thread)
+                return True
+            remaining = max(0, self.n_todo - self.done)
+            numbers = self._update(remaining=remaining, done=self.done)
+            stop = False
+            if remaining > 0:
+                burn = numbers["burn"]
+                if self.allowed is not None and self.worker_rate is not None:
+                    # workers may come up to the cap before the next check
+                    burn = max(
+                        burn,
+                        self.head_rate.usd_per_hour + self.allowed * self.worker_rate.usd_per_hour,
+                    )
+                need = burn * (step_s + self.shutdown_s) / 3600.0
+                if numbers["spent"] + need > self.cap_usd:
+                    stop = True
+                    reason = (
+                        f"budget{why}: spent ${numbers['spent']:.4f} + ${need:.4f} until the "
+                        f"next check and shutdown (${burn:.4f}/h × "
+                        f"{step_s + self.shutdown_s:.0f} s) > ${self.cap_usd:.4f} (budget "
+                        f"${self.budget_usd:.2f} less {self.reserve:.0%} reserve)"
+                    )
+                    log.warning("stopping at the budget: %s", reason)
+            # the cap first: once stopped_reason is visible, the workers are already capped
+            self._apply_cap(0 if stop else self._file_cap())
+            if stop:
+                self.stopped_reason = reason
+            self.record(force=stop)
+            return stop
 
     def report(self) -> dict[str, Any]:
         """The end-of-run hook: a last snapshot of the spend (``run.json["spend"]``). A run
@@ -431,13 +490,83 @@ class BudgetGovernor:
             self._poller = None
         if self.t0 is not None:
             self._poll(force=True)
-        if self.stopped_reason is None and self.cap_file is not None:
+        if self.stopped_reason is None and self.cap_file is not None and self._lock_ours():
             try:
                 self.cap_file.restore()
             except (OSError, BudgetError) as e:
                 self.cap_error = f"cannot restore {self.cap_file.path}: {e}"
                 log.warning(self.cap_error)
-        return self.snapshot()
+        if self.t0 is not None:
+            self.record(force=True, final=True)
+        if self.stopped_reason is not None:
+            log.warning(self.after_stop_message())
+        snap = self.snapshot()
+        if self.cluster_lock is not None:
+            self.cluster_lock.release()
+        return snap
+
+    def _lock_ours(self) -> bool:
+        """Whether this run may write the cap file: it holds the cluster's budget lock."""
+        if self.cluster_lock is None:
+            return True
+        if self.cluster_lock.held():
+            return True
+        self.cap_error = (
+            f"lost the cluster's budget lock {self.cluster_lock.path} (taken over as stale): "
+            "the cap file is left to the run that holds it"
+        )
+        return False
+
+    def after_stop_message(self) -> str:
+        """What still bills after a budget stop, and how to take it down."""
+        where = f" (max_workers 0 in {self.cap_file.path})" if self.cap_file else ""
+        return (
+            f"the budget stopped the run; the workers are scaled to zero{where}. The head "
+            f"({self.head_type}, ${self.head_rate.usd_per_hour:.4f}/h) is still up and "
+            "billing: take it down with `ray down -y CLUSTER.yaml` where you ran `ray up`, "
+            "or run with --down-on-exit"
+        )
+
+    def take_down(self) -> dict[str, Any]:
+        """``--down-on-exit``: scale to zero workers, then terminate every EC2 instance of
+        the cluster (workers first, the head, which may be this machine, last). Called by
+        ``dfray score`` after run.json is written. Without an EC2 source there is nothing
+        to terminate from here (a local or fake cluster): it says so."""
+        self._apply_cap(0)
+        if not isinstance(self.source, Ec2NodeSource):
+            msg = "--down-on-exit: not an EC2 cluster, nothing to terminate from here"
+            log.warning(msg)
+            return {"terminated": [], "note": msg}
+        alive = [n for n in self.source() if n.alive]
+        workers = [n.node_id for n in alive if n.role != "head"]
+        heads = [n.node_id for n in alive if n.role == "head"]
+        done = []
+        for ids in (workers, heads):
+            if ids:
+                self.source.client.terminate_instances(InstanceIds=ids)
+                done += ids
+        log.warning("--down-on-exit: terminated %s", ", ".join(done) or "nothing")
+        return {"terminated": done, "note": None}
+
+    def record(self, *, force: bool = False, final: bool = False) -> None:
+        """Append this attempt's spend to the journal when a minute has passed (or now)."""
+        if self.journal is None or self.t0 is None:
+            return
+        now = self.clock.now()
+        if not (force or self.journal.due(now)):
+            return
+        with self._lock:
+            doc = {
+                "started_at": self.t0,
+                "spent_usd": self.ledger.spend_usd(now),
+                "parts_usd": self.ledger.parts_usd(now),
+                "nodes": self.ledger.nodes(now),
+                "final": final,
+                "stopped_reason": self.stopped_reason,
+                "budget_usd": self.budget_usd,
+                "not_counted": list(cost.UNSEEN),
+            }
+        self.journal.write(doc, now)
 
     def snapshot(self) -> dict[str, Any]:
         """The spend so far, as ``report()`` gives it, without polling or side effects."""
@@ -445,15 +574,28 @@ class BudgetGovernor:
             now = self.clock.now()
             numbers = self._update(remaining=max(0, self.n_todo - self.done), done=self.done)
             nodes = self.ledger.nodes(now)
+            parts = self.ledger.parts_usd(now)
             sources = self._price_sources()
         return {
             "budget_usd": self.budget_usd,
             "reserve": self.reserve,
+            "margin": self.margin,
             "cap_usd": round(self.cap_usd, 6),
             "spent_usd": round(numbers["spent"], 6),
             "spent_this_attempt_usd": round(numbers["spent"] - self.prior_spent_usd, 6),
             "prior_spent_usd": round(self.prior_spent_usd, 6),
             "projected_total_usd": round(numbers["projected"], 6),
+            "projected_at_cap_usd": (
+                None if numbers["at_cap"] is None else round(numbers["at_cap"], 6)
+            ),
+            "remaining_h": round(numbers["remaining_h"], 6),
+            "parts_usd": {k: round(v, 6) for k, v in parts.items()},
+            "head_usd_per_hour": round(self.head_rate.usd_per_hour, 6),
+            "worker_usd_per_hour": (
+                None if self.worker_rate is None else round(self.worker_rate.usd_per_hour, 6)
+            ),
+            "s3_request_allowance_usd_per_node_hour": S3_REQUESTS_USD_PER_NODE_HOUR,
+            "not_counted": list(cost.UNSEEN),
             "usd_per_1000_videos": (
                 None if numbers["per_1k"] is None else round(numbers["per_1k"], 6)
             ),
@@ -470,6 +612,14 @@ class BudgetGovernor:
             "autoscaler_cap": self.cap_file.current if self.cap_file else None,
             "autoscaler_cap_error": self.cap_error,
             "stopped_reason": self.stopped_reason,
+            "after_stop": self.after_stop_message() if self.stopped_reason else None,
+            "journal": None
+            if self.journal is None
+            else {
+                "attempt_id": self.journal.attempt_id,
+                "every_s": self.journal.every_s,
+                "error": self.journal.error,
+            },
         }
 
     # -- for the runner's actor pools ----------------------------------------------------
@@ -522,12 +672,18 @@ class BudgetGovernor:
             if not force and self._last_poll is not None and now - self._last_poll < self.poll_s:
                 return
             self.ledger.observe(self.source())
+            self._refresh_rates()
             self._last_poll = now
 
     def _poll_loop(self) -> None:
+        """On a real clock: poll the nodes every ``poll_s`` and apply the stop rule, so the
+        budget holds (workers scaled to zero, the journal written) even while the driver
+        is not checking at all (a long blocking step outside the pipeline loop)."""
         while not self._stop_polling.wait(max(1.0, self.poll_s)):
             try:
                 self._poll()
+                step = max([max(1.0, self.poll_s), *self._gaps])
+                self._check(step, why=" (timer)")
             except Exception as e:  # noqa: BLE001 - a failed poll is retried; checks poll too
                 log.warning("cannot read the cluster's nodes for the budget: %s", e)
 
@@ -547,6 +703,8 @@ class BudgetGovernor:
             return 0.0
         elapsed = self.clock.now() - (self.t0 if self.t0 is not None else self.clock.now())
         if done <= 0 or elapsed <= 0:
+            if self.deadline_at is not None:
+                return max(0.0, self.deadline_at - self.clock.now()) / 3600.0
             return self.startup_horizon_s / 3600.0
         rate = done / elapsed  # videos per second of this attempt
         return remaining / rate / 3600.0
@@ -559,15 +717,23 @@ class BudgetGovernor:
         projected = spent + burn * h
         this_attempt = spent - self.prior_spent_usd
         per_1k = this_attempt / done * 1000.0 if done > 0 else None
-        if self.worker_price is not None:
+        at_cap = None
+        if self.worker_rate is not None:
             self.allowed = allowed_workers(
                 cap_usd=self.cap_usd,
                 spent_usd=spent,
-                head_usd_per_hour=self.head_price.usd_per_hour,
-                worker_usd_per_hour=self.worker_price.usd_per_hour,
+                head_usd_per_hour=self.head_rate.usd_per_hour,
+                worker_usd_per_hour=self.worker_rate.usd_per_hour,
                 remaining_h=h,
                 upper=self.upper,
                 remaining_videos=remaining if remaining > 0 else None,
+            )
+            at_cap = cost.projected_usd(
+                spent_usd=spent,
+                head_usd_per_hour=self.head_rate.usd_per_hour,
+                worker_usd_per_hour=self.worker_rate.usd_per_hour,
+                workers=self.allowed,
+                hours=h,
             )
         self._last = {"spent": spent, "burn": burn, "remaining_h": h, "projected": projected}
         return {
@@ -576,11 +742,13 @@ class BudgetGovernor:
             "remaining_h": h,
             "projected": projected,
             "per_1k": per_1k,
+            "at_cap": at_cap,
         }
 
     def _apply_cap(self, k: int | None) -> None:
-        if self.cap_file is None or k is None:
+        if self.cap_file is None or k is None or not self._lock_ours():
             return
+        self.cluster_lock.heartbeat()
         try:
             self.cap_file.apply(k)
             self.cap_error = None
@@ -636,8 +804,11 @@ def governor_from_config(budget, cfg) -> BudgetGovernor:
 
     The autoscaling config falls back to ``~/ray_bootstrap_config.yaml`` when it exists
     (where ``ray up`` puts it on the head); the region to the cluster config's provider."""
+    from dfray import results
+    from dfray.budget.journal import SpendJournal
     from dfray.budget.prices import PriceBook, parse_price_overrides
 
+    folder = results.RunFolder(cfg.out, cfg.run_id, cfg.storage).root
     path = budget.autoscaling_config
     if path is None and os.path.exists(os.path.expanduser(BOOTSTRAP_CONFIG)):
         path = os.path.expanduser(BOOTSTRAP_CONFIG)
@@ -654,8 +825,6 @@ def governor_from_config(budget, cfg) -> BudgetGovernor:
     if budget.spend_source == "ec2" or (
         budget.spend_source == "auto" and provider.get("type") == "aws"
     ):
-        from dfray.budget.ledger import Ec2NodeSource
-
         name = (cluster_config or {}).get("cluster_name")
         if not name:
             raise BudgetError("--spend-source ec2 needs a cluster config with cluster_name")
@@ -671,6 +840,8 @@ def governor_from_config(budget, cfg) -> BudgetGovernor:
         cluster_config=cluster_config,
         autoscaling_config=path,
         prior_spent_usd=_prior_spent(cfg),
+        journal=SpendJournal(folder, cfg.storage),
+        run_key=folder,
     )
 
 

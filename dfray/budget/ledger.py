@@ -17,6 +17,14 @@ Billing rules (conservative, as EC2 bills Linux instances: per second, one minut
   that first shows it gone: between two snapshots we cannot know when it died, so we assume
   the latest moment.
 - Every billing period is at least ``min_billed_s`` (60 s) long.
+- A node's rate is the cost model's (dfray.budget.cost.node_rate): the instance price plus,
+  for a node type of the cluster config, its EBS volumes, public IPv4 and the S3 request
+  allowance. The instance is billed per price segment: running nodes are re-priced on every
+  snapshot (a price book re-reads spot prices every 10 min), and a new price closes the
+  segment at the old one.
+- A node that an earlier attempt of the run billed (``billed_until``, from the spend
+  journal) is billed from where that record left it: the time between attempts counts, and
+  nothing counts twice.
 - A node first seen already dead (a previous run's, or one we never saw alive) is ignored.
 
 Sources (callables returning ``list[NodeSeen]``):
@@ -42,13 +50,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
+from dfray.budget import cost
+from dfray.budget.cluster import HEAD_RESOURCE, NodeType, NodeTypes
 from dfray.budget.prices import Price
 
 log = logging.getLogger(__name__)
 
-HEAD_RESOURCE = "node:__internal_head__"
-# Resources every Ray node may have; anything else in a node type's `resources` is a marker.
-STANDARD_RESOURCES = frozenset({"CPU", "GPU", "TPU", "memory", "object_store_memory"})
 EC2_ALIVE_STATES = frozenset({"pending", "running", "stopping", "shutting-down"})
 TAG_CLUSTER_NAME = "ray-cluster-name"  # ray.autoscaler.tags.TAG_RAY_CLUSTER_NAME
 TAG_NODE_KIND = "ray-node-type"  # ray.autoscaler.tags.TAG_RAY_NODE_KIND: head | worker
@@ -107,22 +114,46 @@ def price_lookup(prices: Any) -> Callable[[str, bool | None], Price]:
 
 @dataclass
 class NodeRecord:
-    """One node's billing record in the ledger."""
+    """One node's billing record in the ledger.
+
+    The instance is billed per price segment (a spot price re-read mid-run closes the
+    segment at the old price); EBS, public IPv4 and the S3 allowance per billed second."""
 
     node_id: str
     instance_type: str
     role: str
     node_type: str | None
-    price: Price
+    price: Price  # the price in force now
     first_seen: float  # start of the current billing period (clock seconds)
     last_seen: float
     ended_at: float | None = None  # end of the current period; None while running
     closed_s: float = 0.0  # billed seconds of earlier, finished periods
     periods: int = 1
+    extras: cost.NodeRate | None = None  # EBS, IPv4, S3 of this node (its price unused)
+    seg_start: float | None = None  # start of the current price segment
+    closed_instance_usd: float = 0.0  # instance cost of finished segments and periods
+    price_changes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.seg_start is None:
+            self.seg_start = self.first_seen
 
     @property
     def running(self) -> bool:
         return self.ended_at is None
+
+    @property
+    def extras_usd_per_hour(self) -> float:
+        return self.extras.extras_usd_per_hour if self.extras is not None else 0.0
+
+    @property
+    def usd_per_hour(self) -> float:
+        return self.price.usd_per_hour + self.extras_usd_per_hour
+
+    def _pad_s(self, end: float, min_billed_s: float) -> float:
+        if self.ended_at is None:
+            return 0.0
+        return max(0.0, min_billed_s - max(0.0, end - self.first_seen))
 
     def billed_s(self, now: float, min_billed_s: float = 0.0) -> float:
         end = now if self.ended_at is None else self.ended_at
@@ -131,8 +162,42 @@ class NodeRecord:
             current = max(current, min_billed_s)
         return self.closed_s + current
 
+    def instance_usd(self, now: float, min_billed_s: float = 0.0) -> float:
+        end = now if self.ended_at is None else self.ended_at
+        seg = max(0.0, end - self.seg_start) + self._pad_s(end, min_billed_s)
+        return self.closed_instance_usd + seg / 3600.0 * self.price.usd_per_hour
+
+    def parts_usd(self, now: float, min_billed_s: float = 0.0) -> dict[str, float]:
+        hours = self.billed_s(now, min_billed_s) / 3600.0
+        parts = {"instance": self.instance_usd(now, min_billed_s)}
+        if self.extras is not None:
+            for k, v in self.extras.parts().items():
+                if k != "instance":
+                    parts[k] = hours * v
+        return parts
+
     def cost_usd(self, now: float, min_billed_s: float = 0.0) -> float:
-        return self.billed_s(now, min_billed_s) / 3600.0 * self.price.usd_per_hour
+        return sum(self.parts_usd(now, min_billed_s).values())
+
+    def reprice(self, now: float, price: Price) -> None:
+        """Close the current segment at the old price; bill on at ``price``."""
+        if price.usd_per_hour == self.price.usd_per_hour:
+            self.price = price
+            return
+        self.closed_instance_usd += (
+            max(0.0, now - self.seg_start) / 3600.0 * self.price.usd_per_hour
+        )
+        self.seg_start = now
+        self.price = price
+        self.price_changes += 1
+
+    def restart(self, now: float, min_billed_s: float) -> None:
+        """Back after we saw it gone (a stopped EC2 instance started again)."""
+        self.closed_instance_usd = self.instance_usd(now, min_billed_s)
+        self.closed_s = self.billed_s(now, min_billed_s)
+        self.first_seen = self.last_seen = self.seg_start = now
+        self.ended_at = None
+        self.periods += 1
 
     def to_dict(self, now: float, min_billed_s: float = 0.0) -> dict[str, Any]:
         return {
@@ -142,26 +207,42 @@ class NodeRecord:
             "node_type": self.node_type,
             "market": self.price.market,
             "usd_per_hour": self.price.usd_per_hour,
+            "extras_usd_per_hour": round(self.extras_usd_per_hour, 6),
             "price_source": self.price.source,
             "price_as_of": self.price.as_of,
+            "price_changes": self.price_changes,
             "first_seen": _iso(self.first_seen),
             "last_seen": _iso(self.last_seen),
             "ended_at": _iso(self.ended_at),
+            "billed_until": self.ended_at if self.ended_at is not None else now,
             "running": self.running,
             "uptime_s": round(self.billed_s(now, min_billed_s), 3),
             "cost_usd": round(self.cost_usd(now, min_billed_s), 6),
+            "parts_usd": {k: round(v, 6) for k, v in self.parts_usd(now, min_billed_s).items()},
         }
 
 
 @dataclass
 class Ledger:
-    """Node uptime × price. See the module docstring for the billing rules."""
+    """Node uptime × price. See the module docstring for the billing rules.
+
+    ``node_types``: the cluster config's node types; a node of a known type is also billed
+    for its EBS volumes, public IPv4 and the S3 allowance (dfray.budget.cost.node_rate).
+    ``billed_until``: node id -> the time up to which earlier attempts of the run billed it
+    (from the spend journal): such a node is billed from there, so the time between two
+    attempts is counted and nothing is counted twice.
+    ``reprice_s``: running nodes are re-priced at most this often (a ``PriceBook`` re-reads
+    spot prices on its own schedule); a new price closes the node's price segment.
+    """
 
     prices: Any
     clock: Any = None
     min_billed_s: float = 60.0
     since: float | None = None  # billing starts no earlier than this (default: creation)
     records: dict[str, NodeRecord] = field(default_factory=dict)
+    node_types: NodeTypes | None = None
+    billed_until: dict[str, float] = field(default_factory=dict)
+    reprice_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.clock is None:
@@ -172,19 +253,41 @@ class Ledger:
             self.since = self.clock.now()
         self._lookup = price_lookup(self.prices)
         self._price_memo: dict[tuple[str, bool | None], Price] = {}
+        self._last_reprice: float | None = None
 
     # -- feeding -------------------------------------------------------------------------
 
     def price_of(self, instance_type: str, spot: bool | None) -> Price:
-        key = (instance_type, spot)
-        if key not in self._price_memo:
-            self._price_memo[key] = self._lookup(instance_type, spot)
-        return self._price_memo[key]
+        """The price in force now (the price source decides how fresh)."""
+        price = self._lookup(instance_type, spot)
+        self._price_memo[(instance_type, spot)] = price
+        return price
+
+    def _node_type(self, n: NodeSeen) -> NodeType | None:
+        if self.node_types is None:
+            return None
+        if n.node_type and n.node_type in self.node_types.by_name:
+            return self.node_types.by_name[n.node_type]
+        if n.role == "head":
+            return self.node_types.head
+        # an unknown worker: the dearest extras of any worker type
+        workers = self.node_types.workers
+        if not workers:
+            return None
+        return max(workers, key=lambda t: cost.node_rate(_ZERO, t).extras_usd_per_hour)
+
+    def _start(self, n: NodeSeen, now: float) -> float:
+        if n.node_id in self.billed_until:  # billed by an earlier attempt up to then
+            return min(max(self.billed_until[n.node_id], self.since), now)
+        if n.launched_at is not None:
+            return min(max(n.launched_at, self.since), now)
+        return now
 
     def observe(self, nodes: Iterable[NodeSeen], *, complete: bool = True) -> None:
         """Record one snapshot. ``complete``: the snapshot lists every node of the cluster,
         so a running node missing from it has ended."""
         now = self.clock.now()
+        reprice = self._last_reprice is None or now - self._last_reprice >= self.reprice_s
         seen: set[str] = set()
         for n in nodes:
             seen.add(n.node_id)
@@ -194,9 +297,7 @@ class Ledger:
                     rec.ended_at = now
                 continue
             if rec is None:
-                start = now
-                if n.launched_at is not None:
-                    start = min(max(n.launched_at, self.since), now)
+                start = self._start(n, now)
                 self.records[n.node_id] = NodeRecord(
                     node_id=n.node_id,
                     instance_type=n.instance_type,
@@ -205,14 +306,17 @@ class Ledger:
                     price=self.price_of(n.instance_type, n.spot),
                     first_seen=start,
                     last_seen=now,
+                    extras=cost.node_rate(_ZERO, self._node_type(n)),
                 )
-            elif rec.running:
+                continue
+            if rec.running:
                 rec.last_seen = now
-            else:  # back after we saw it gone (a stopped EC2 instance started again)
-                rec.closed_s = rec.billed_s(now, self.min_billed_s)
-                rec.first_seen = rec.last_seen = now
-                rec.ended_at = None
-                rec.periods += 1
+            else:
+                rec.restart(now, self.min_billed_s)
+            if reprice:
+                rec.reprice(now, self.price_of(n.instance_type, n.spot))
+        if reprice:
+            self._last_reprice = now
         if complete:
             for rec in self.records.values():
                 if rec.running and rec.node_id not in seen:
@@ -228,9 +332,18 @@ class Ledger:
         now = self.clock.now() if now is None else now
         return sum(r.cost_usd(now, self.min_billed_s) for r in self.records.values())
 
+    def parts_usd(self, now: float | None = None) -> dict[str, float]:
+        """The spend by what is billed: instance, ebs, public_ipv4, s3_requests."""
+        now = self.clock.now() if now is None else now
+        out: dict[str, float] = {"instance": 0.0}
+        for r in self.records.values():
+            for k, v in r.parts_usd(now, self.min_billed_s).items():
+                out[k] = out.get(k, 0.0) + v
+        return out
+
     def burn_usd_per_hour(self, role: str | None = None) -> float:
-        """$/h of the nodes running now (of one role if given)."""
-        return sum(r.price.usd_per_hour for r in self.running() if role is None or r.role == role)
+        """$/h of the nodes running now (of one role if given), extras included."""
+        return sum(r.usd_per_hour for r in self.running() if role is None or r.role == role)
 
     def count_running(self, role: str | None = None) -> int:
         return sum(1 for r in self.running() if role is None or r.role == role)
@@ -250,77 +363,10 @@ class Ledger:
         return [r.to_dict(now, self.min_billed_s) for r in self.records.values()]
 
 
-# -- node types from a Ray cluster config ----------------------------------------------------
+_ZERO = Price("", "", "on_demand", 0.0, "", "")
 
 
-@dataclass(frozen=True)
-class NodeType:
-    name: str
-    head: bool
-    instance_type: str | None
-    spot: bool | None
-    resources: dict = field(hash=False, compare=True)
-    markers: frozenset = frozenset()
-    min_workers: int = 0
-    max_workers: int = 0
-
-
-def _is_marker(resource: str) -> bool:
-    return not (
-        resource in STANDARD_RESOURCES
-        or resource.startswith("node:")
-        or resource.startswith("accelerator_type:")
-    )
-
-
-class NodeTypes:
-    """The node types of a Ray cluster config, and which type a Ray node is."""
-
-    def __init__(self, types: Iterable[NodeType]):
-        self.by_name = {t.name: t for t in types}
-        heads = [t for t in self.by_name.values() if t.head]
-        self.head = heads[0] if heads else None
-
-    @classmethod
-    def from_cluster_config(
-        cls, config: Mapping[str, Any], instance_types: Mapping[str, str] | None = None
-    ) -> NodeTypes:
-        """``instance_types`` maps node type name -> instance type where the config's
-        ``node_config.InstanceType`` is missing or should be overridden."""
-        head = config.get("head_node_type")
-        out = []
-        for name, nt in (config.get("available_node_types") or {}).items():
-            nc = nt.get("node_config") or {}
-            itype = (instance_types or {}).get(name) or nc.get("InstanceType")
-            market = str((nc.get("InstanceMarketOptions") or {}).get("MarketType", "")).lower()
-            resources = dict(nt.get("resources") or {})
-            out.append(
-                NodeType(
-                    name=name,
-                    head=name == head,
-                    instance_type=itype,
-                    spot=(market == "spot") if itype else None,
-                    resources=resources,
-                    markers=frozenset(k for k in resources if _is_marker(k)),
-                    min_workers=int(nt.get("min_workers", 0) or 0),
-                    max_workers=int(nt.get("max_workers", 0) or 0),
-                )
-            )
-        return cls(out)
-
-    @property
-    def workers(self) -> list[NodeType]:
-        return [t for t in self.by_name.values() if not t.head]
-
-    def classify(self, resources: Mapping[str, float]) -> NodeType | None:
-        """The node type of a Ray node with these resources, or None when unknown."""
-        if HEAD_RESOURCE in resources:
-            return self.head
-        keys = set(resources)
-        matches = [t for t in self.workers if t.markers and t.markers <= keys]
-        if matches:
-            return max(matches, key=lambda t: len(t.markers))
-        return None
+# -- sources -----------------------------------------------------------------------------------
 
 
 class RayNodeSource:
@@ -440,3 +486,16 @@ class Ec2NodeSource:
                     )
                 )
         return out
+
+
+__all__ = [
+    "Ec2NodeSource",
+    "Ledger",
+    "LedgerError",
+    "NodeRecord",
+    "NodeSeen",
+    "NodeType",
+    "NodeTypes",
+    "RayNodeSource",
+    "price_lookup",
+]

@@ -6,7 +6,9 @@ Model, per instance type × market (all times in hours):
 
 - ``r``  videos/hour one worker node of this type scores
          = measured rate on the reference type × speed[type] / speed[reference]
-- ``p``  worker price ($/h), ``h`` head price ($/h, on-demand, runs the whole time)
+- ``p``  worker rate ($/h), ``h`` head rate ($/h, on-demand, runs the whole time): the
+         cost model's node rates (dfray.budget.cost: instance + EBS + public IPv4 + S3
+         allowance, the extras read from a cluster template when one is given)
 - ``o``  start-up overhead (node boot, image pull, model load; default 5 min), billed
 - ``D``  hours until the deadline, ``N`` videos
 - with ``w`` workers: ``hours(w) = N / (r·w) + o``; ``cost(w) = (w·p + h) · hours(w)``
@@ -15,7 +17,11 @@ Model, per instance type × market (all times in hours):
   that is ``w_deadline``; when the head node is a noticeable part of the bill, a few more
   workers finish sooner, shorten the head's hours and cost less overall (``cost(w)`` is
   convex with its minimum at ``sqrt(N·h / (r·o·p))``). Ties go to fewer workers.
-- ``fits`` = finishes by the deadline and ``cost · (1 + margin) ≤ budget``.
+- ``fits`` = finishes by the deadline and ``cost ≤ budget × (1 − reserve) / (1 + margin)``
+  (the cost model's usable budget).
+- Each row also shows the cost model's cap for the budget: the most workers the budget pays
+  for until the deadline (``budget_workers``) and that total (``budget_projected_usd``),
+  the same numbers ``dfray cluster render`` and the governor compute for that budget.
 - If ``w_deadline > max_workers`` the row shows ``max_workers`` and when that would finish.
 
 The relative speeds below are ASSUMPTIONS, not measurements; they are printed with every
@@ -33,6 +39,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any, Protocol
 
+from dfray.budget import cost
+from dfray.budget.cluster import NodeTypes
 from dfray.budget.prices import Price
 
 DEFAULT_REFERENCE_TYPE = "g4dn.xlarge"
@@ -145,8 +153,10 @@ class PlanRow:
     fits: bool
     reason: str
     price_source: str
-    usd_per_hour: float = 0.0  # worker price
+    usd_per_hour: float = 0.0  # worker rate (instance + extras)
     videos_per_hour_per_worker: float = 0.0  # assumed rate on this type
+    budget_workers: int = 0  # the cost model's cap: most workers paid until the deadline
+    budget_projected_usd: float = 0.0  # head + budget_workers workers until the deadline
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -169,6 +179,8 @@ class Plan:
     overhead_s: float
     margin: float
     max_workers: int
+    reserve: float = cost.DEFAULT_RESERVE
+    head_usd_per_hour: float = 0.0  # head rate (instance + extras)
     relative_speed: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
@@ -183,6 +195,8 @@ class Plan:
             "head": self.head.to_dict(),
             "overhead_s": self.overhead_s,
             "margin": self.margin,
+            "reserve": self.reserve,
+            "head_usd_per_hour": self.head_usd_per_hour,
             "max_workers": self.max_workers,
             "relative_speed": dict(self.relative_speed),
             "relative_speed_note": "assumed, not measured",
@@ -235,7 +249,9 @@ def make_plan(
     head_type: str = DEFAULT_HEAD_TYPE,
     overhead_s: float = DEFAULT_OVERHEAD_S,
     margin: float = DEFAULT_MARGIN,
+    reserve: float = cost.DEFAULT_RESERVE,
     max_workers: int = DEFAULT_MAX_WORKERS,
+    node_types: NodeTypes | None = None,
     now: datetime | None = None,
     notes: Iterable[str] = (),
 ) -> Plan:
@@ -264,8 +280,11 @@ def make_plan(
     deadline_h = deadline_s / 3600.0
     overhead_h = overhead_s / 3600.0
     deadline_at = now + timedelta(seconds=deadline_s)
+    if not 0 <= reserve < 1:
+        raise PlanError(f"the reserve is a fraction in [0, 1), got {reserve}")
     head = prices.price(head_type, spot=False)
-    h = head.usd_per_hour
+    h = cost.node_rate(head, node_types.head if node_types else None).usd_per_hour
+    usable = cost.usable_usd(budget_usd, reserve, margin)
     N = n_videos
     eps = 1e-9
 
@@ -274,7 +293,15 @@ def make_plan(
         rate = type_rate(videos_per_hour_per_worker, itype, reference_type, speed)
         for market in markets:
             price = prices.price(itype, spot=market == "spot")
-            p = price.usd_per_hour
+            p = _worker_rate(price, itype, market, node_types).usd_per_hour
+            cap = cost.budget_cap(
+                budget_usd=budget_usd,
+                hours=deadline_h,
+                head_usd_per_hour=h,
+                worker_usd_per_hour=p,
+                reserve=reserve,
+                margin=margin,
+            )
             usable_h = deadline_h - overhead_h
             w_deadline = (
                 max(1, math.ceil(N / (rate * usable_h) - eps)) if usable_h > 0 else math.inf
@@ -287,9 +314,9 @@ def make_plan(
             else:
                 workers = max_workers
             hours = _hours(N, rate, workers, overhead_h)
-            cost = (workers * p + h) * hours
+            run_cost = (workers * p + h) * hours
             on_time = hours <= deadline_h + eps
-            in_budget = cost * (1 + margin) <= budget_usd + eps
+            in_budget = run_cost <= usable + eps
             reasons = []
             if not on_time:
                 if usable_h <= 0:
@@ -302,8 +329,8 @@ def make_plan(
                     )
             if not in_budget:
                 reasons.append(
-                    f"${cost * (1 + margin):,.2f} with {margin:.0%} margin > budget "
-                    f"${budget_usd:,.2f}"
+                    f"${run_cost:,.2f} > ${usable:,.2f} usable of the budget "
+                    f"${budget_usd:,.2f} ({reserve:.0%} reserve, {margin:.0%} margin)"
                 )
             if on_time and in_budget:
                 reasons.append(
@@ -318,23 +345,21 @@ def make_plan(
                     workers=workers,
                     hours=hours,
                     finish_at=now + timedelta(hours=hours),
-                    cost_usd=cost,
-                    usd_per_1000_videos=cost / N * 1000.0,
+                    cost_usd=run_cost,
+                    usd_per_1000_videos=run_cost / N * 1000.0,
                     fits=on_time and in_budget,
                     reason="; ".join(reasons),
                     price_source=price.source,
                     usd_per_hour=p,
                     videos_per_hour_per_worker=rate,
+                    budget_workers=cap.workers,
+                    budget_projected_usd=cap.projected_usd,
                 )
             )
 
     fitting = [r for r in rows if r.fits]
     best = min(fitting, key=lambda r: (r.cost_usd, r.hours)) if fitting else None
-    why = (
-        None
-        if best
-        else _why_none(rows, N, budget_usd, deadline_h, overhead_h, h, margin, max_workers, now)
-    )
+    why = None if best else _why_none(rows, N, usable, deadline_h, overhead_h, h, max_workers, now)
     return Plan(
         rows=tuple(rows),
         best=best,
@@ -349,12 +374,24 @@ def make_plan(
         overhead_s=overhead_s,
         margin=margin,
         max_workers=max_workers,
+        reserve=reserve,
+        head_usd_per_hour=h,
         relative_speed={t: speed[t] for t in dict.fromkeys([*types, reference_type])},
         notes=tuple(notes),
     )
 
 
-def _why_none(rows, N, budget, deadline_h, overhead_h, head, margin, max_workers, now) -> str:
+def _worker_rate(price: Price, itype: str, market: str, types: NodeTypes | None) -> cost.NodeRate:
+    """The node rate of a worker: the template's type of that instance type and market,
+    else the dearest extras of its worker types (none without a template)."""
+    if types is None or not types.workers:
+        return cost.node_rate(price, None)
+    same = [t for t in types.workers if t.instance_type == itype and t.market == market]
+    rates = [cost.node_rate(price, t) for t in (same or types.workers)]
+    return max(rates, key=lambda r: r.usd_per_hour)
+
+
+def _why_none(rows, N, usable, deadline_h, overhead_h, head, max_workers, now) -> str:
     """Why no row fits: the deadline, the budget, or both, with the numbers that would."""
     if not rows:
         return "no instance types to plan for"
@@ -364,7 +401,7 @@ def _why_none(rows, N, budget, deadline_h, overhead_h, head, margin, max_workers
         cheapest = min(on_time, key=lambda r: r.cost_usd)
         parts.append(
             f"budget too small: meeting the deadline needs at least "
-            f"${cheapest.cost_usd * (1 + margin):,.2f} (incl. {margin:.0%} margin) with "
+            f"${cheapest.cost_usd:,.2f} (${usable:,.2f} usable) with "
             f"{cheapest.workers} × {cheapest.instance_type} {cheapest.market}"
         )
     else:
@@ -383,7 +420,7 @@ def _why_none(rows, N, budget, deadline_h, overhead_h, head, margin, max_workers
             c = _cost(N, rate, w, overhead_h, p, head)
             if cheapest_run is None or c < cheapest_run[0]:
                 cheapest_run = (c, w, r)
-            if c * (1 + margin) <= budget + 1e-9:
+            if c <= usable + 1e-9:
                 hrs = _hours(N, rate, w, overhead_h)
                 if best_in_budget is None or hrs < best_in_budget[0]:
                     best_in_budget = (hrs, w, r, c)
@@ -397,7 +434,7 @@ def _why_none(rows, N, budget, deadline_h, overhead_h, head, margin, max_workers
         c, w, r = cheapest_run
         parts.append(
             f"the budget cannot pay for the whole corpus at any speed: the cheapest run costs "
-            f"${c * (1 + margin):,.2f} (incl. {margin:.0%} margin) with {w} × "
+            f"${c:,.2f} (${usable:,.2f} usable) with {w} × "
             f"{r.instance_type} {r.market}"
         )
     return "; ".join(parts)
@@ -422,8 +459,9 @@ def format_plan(plan: Plan) -> str:
         + ", ".join(f"{t}={s:g}" for t, s in plan.relative_speed.items()),
         f"head node {plan.head.instance_type} on-demand ${plan.head.usd_per_hour:.4f}/h "
         f"({plan.head.source}) runs the whole time; start-up overhead "
-        f"{plan.overhead_s / 60:.0f} min; margin {plan.margin:.0%}; max {plan.max_workers} workers; "
-        "instance prices only (EBS, data transfer not included)",
+        f"{plan.overhead_s / 60:.0f} min; reserve {plan.reserve:.0%}, margin {plan.margin:.0%}; "
+        f"max {plan.max_workers} workers; node rates include EBS, public IPv4 and the S3 "
+        "allowance when a cluster template is given; not counted: data transfer, S3 storage",
         *plan.notes,
         "",
         head,

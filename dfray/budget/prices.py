@@ -16,6 +16,11 @@ Where each figure comes from (``Price.source``):
   read (botocore error, no credentials, no network, empty or unparseable answer); a
   warning is logged. Spot figures there are typical, not live.
 
+Spot prices follow the market: a spot figure is re-read every ``spot_refresh_s`` (10 min;
+the cache serves it no longer than that either), so the ledger bills each interval at the
+price in force (dfray.budget.ledger re-prices running nodes). On-demand figures are kept for
+the life of the book. Ages are read from an injectable clock (tests use a ``SimClock``).
+
 Successful API answers are cached as JSON under ``cache_dir`` (default
 ``~/.cache/dfray/prices``), one file per region, with the fetch time; a cached answer
 younger than ``cache_ttl_s`` is served without calling AWS. When AWS cannot be reached, a
@@ -28,7 +33,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
@@ -42,6 +46,7 @@ log = logging.getLogger(__name__)
 MARKETS = ("on_demand", "spot")
 PRICING_API_REGION = "us-east-1"  # the Pricing API endpoint; prices any region
 DEFAULT_CACHE_DIR = "~/.cache/dfray/prices"
+DEFAULT_SPOT_REFRESH_S = 600.0
 
 
 class PriceError(LookupError):
@@ -166,6 +171,8 @@ class PriceBook:
         cache_ttl_s: float = 6 * 3600,
         overrides: dict[str, float] | None = None,
         offline: bool = False,
+        spot_refresh_s: float = DEFAULT_SPOT_REFRESH_S,
+        clock: Any = None,
     ) -> None:
         if not region:
             raise ValueError("PriceBook needs a region")
@@ -176,7 +183,9 @@ class PriceBook:
         self.cache_ttl_s = float(cache_ttl_s)
         self.overrides = dict(overrides or {})
         self.offline = offline
-        self._memo: dict[tuple[str, str], Price] = {}
+        self.spot_refresh_s = float(spot_refresh_s)
+        self.clock = clock
+        self._memo: dict[tuple[str, str], tuple[Price, float]] = {}
 
     # -- public -------------------------------------------------------------------------
 
@@ -193,8 +202,11 @@ class PriceBook:
 
     def _get(self, instance_type: str, market: str) -> Price:
         key = (instance_type, market)
+        now = self._now()
         if key in self._memo:
-            return self._memo[key]
+            price, at = self._memo[key]
+            if market != "spot" or price.source == "override" or now - at < self.spot_refresh_s:
+                return price
         price = self._override(instance_type, market)
         if price is None:
             price = self._cached(instance_type, market, fresh_only=True)
@@ -212,8 +224,11 @@ class PriceBook:
                 )
         if price is None:
             price = self._static(instance_type, market)
-        self._memo[key] = price
+        self._memo[key] = (price, now)
         return price
+
+    def _now(self) -> float:
+        return self.clock.now() if self.clock is not None else time.time()
 
     def _override(self, instance_type: str, market: str) -> Price | None:
         for k in (f"{instance_type}:{market}", instance_type):
@@ -356,8 +371,11 @@ class PriceBook:
         if not isinstance(entry, dict):
             return None
         try:
-            age = time.time() - float(entry["fetched_at"])
-            if fresh_only and not (0 <= age <= self.cache_ttl_s):
+            age = self._now() - float(entry["fetched_at"])
+            ttl = (
+                min(self.cache_ttl_s, self.spot_refresh_s) if market == "spot" else self.cache_ttl_s
+            )
+            if fresh_only and not (0 <= age < ttl):
                 return None
             return Price(
                 instance_type,
@@ -378,11 +396,11 @@ class PriceBook:
                 "usd_per_hour": price.usd_per_hour,
                 "source": price.source,
                 "as_of": price.as_of,
-                "fetched_at": time.time(),
+                "fetched_at": self._now(),
             }
-            fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".prices-", suffix=".json")
-            with os.fdopen(fd, "w") as f:
+            from dfray.storage import atomic_path
+
+            with atomic_path(self.cache_file) as tmp, open(tmp, "w") as f:
                 json.dump(data, f, indent=1, sort_keys=True)
-            os.replace(tmp, self.cache_file)
         except OSError as e:  # a cache we cannot write only costs a later API call
             log.warning("cannot write the price cache %s: %s", self.cache_file, e)

@@ -1,15 +1,17 @@
 """Render a Ray cluster launcher config whose size is capped by a budget and a deadline.
 
 The cap is a hard bound, not a plan: it assumes every worker runs for the whole time until
-the deadline, which is the most the cluster can spend by then.
+the deadline, which is the most the cluster can spend by then. The arithmetic is the one
+cost model's (dfray.budget.cost), the same the planner and the governor use:
 
     hours       = time until the deadline
-    rate(node)  = instance price ($/h, on-demand or spot) + its EBS volumes ($/h)
-    usable      = budget / (1 + margin) − rate(head) × hours        (margin default 0)
-    max_workers = floor(usable / (cap_rate × hours)),  ≥ 0; 0 is an error
+    rate(node)  = instance price ($/h, on-demand or spot) + EBS + public IPv4 + S3 allowance
+    usable      = budget × (1 − reserve) / (1 + margin)      (reserve 2%, margin 0 default)
+    max_workers = floor((usable − rate(head) × hours) / (cap_rate × hours)),  ≥ 0; 0 is an error
 
-EBS volumes are priced from ``BlockDeviceMappings`` at list $/GB-month (gp3 $0.08) / 730 h;
-data transfer and S3 requests are not counted.
+Spot worker types get ``InstanceMarketOptions.SpotOptions.MaxPrice`` = the instance price
+the cap was computed with (the on-demand price with the fallback on, else the spot price
+read now): AWS never bills a spot node above the price the budget can pay.
 
 Node-type policy (``available_node_types`` other than ``head_node_type`` are workers; a
 worker type is *spot* when ``node_config.InstanceMarketOptions.MarketType`` is ``spot``):
@@ -40,29 +42,18 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from dfray.budget import cost
+from dfray.budget.cluster import NodeType, NodeTypes
 from dfray.budget.planner import _Prices
 from dfray.budget.prices import Price
 
 DEFAULT_TEMPLATE = "infra/aws-cluster.yaml"
 
-# EBS list prices, USD per GB-month (us-east-1, as of the static price table's date);
-# baseline gp3 IOPS/throughput are included in the GB price.
-EBS_USD_PER_GB_MONTH = {
-    "gp3": 0.08,
-    "gp2": 0.10,
-    "io1": 0.125,
-    "io2": 0.125,
-    "st1": 0.045,
-    "sc1": 0.015,
-    "standard": 0.05,
-}
-HOURS_PER_MONTH = 730.0
 # The template's fake IDs: subnet-000…, sg-000…, ami-000…, account 000000000000.
 _PLACEHOLDER = re.compile(r"\b(?:subnet|sg|ami)-0{8,}\b|:0{12}:")
 
@@ -116,7 +107,9 @@ class RenderResult:
     header: str
     placeholders: tuple[str, ...] = ()  # values still equal to the template's fake IDs
     head_usd_per_hour: float = 0.0  # head instance + EBS
-    cap_usd_per_hour: float = 0.0  # the dearest enabled worker type, instance + EBS
+    cap_usd_per_hour: float = 0.0  # the dearest enabled worker type, node rate
+    projected_usd: float = 0.0  # head + max_workers workers until the deadline
+    reserve: float = 0.0
 
     def to_yaml(self) -> str:
         import yaml
@@ -137,6 +130,14 @@ def load_template(path: str) -> dict[str, Any]:
     if not isinstance(config, dict) or "available_node_types" not in config:
         raise RenderError(f"{path} is not a Ray cluster config with available_node_types")
     return config
+
+
+def default_template_path() -> str:
+    """The repository's template, also found when run from elsewhere in a checkout."""
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parents[2] / DEFAULT_TEMPLATE
+    return DEFAULT_TEMPLATE if Path(DEFAULT_TEMPLATE).exists() else str(here)
 
 
 def read_tf_outputs(path: str) -> dict[str, Any]:
@@ -163,29 +164,26 @@ def read_tf_outputs(path: str) -> dict[str, Any]:
 
 
 def worker_types(config: dict[str, Any]) -> list[WorkerType]:
-    head = config.get("head_node_type")
     out = []
-    for name, nt in (config.get("available_node_types") or {}).items():
-        if name == head:
-            continue
-        nc = nt.get("node_config") or {}
-        itype = nc.get("InstanceType")
-        if not itype:
-            raise RenderError(f"node type {name} has no node_config.InstanceType")
-        mtype = str((nc.get("InstanceMarketOptions") or {}).get("MarketType", "")).lower()
-        out.append(WorkerType(name, itype, "spot" if mtype == "spot" else "on_demand"))
+    for t in NodeTypes.from_cluster_config(config).workers:
+        if not t.instance_type:
+            raise RenderError(f"node type {t.name} has no node_config.InstanceType")
+        out.append(WorkerType(t.name, t.instance_type, t.market))
     return out
 
 
+def head_node_type(config: dict[str, Any]) -> NodeType:
+    head = NodeTypes.from_cluster_config(config).head
+    if head is None:
+        name = config.get("head_node_type")
+        raise RenderError(f"head_node_type {name!r} is not among available_node_types")
+    if not head.instance_type:
+        raise RenderError(f"head node type {head.name} has no node_config.InstanceType")
+    return head
+
+
 def head_instance_type(config: dict[str, Any]) -> str:
-    head = config.get("head_node_type")
-    nt = (config.get("available_node_types") or {}).get(head)
-    if not nt:
-        raise RenderError(f"head_node_type {head!r} is not among available_node_types")
-    itype = (nt.get("node_config") or {}).get("InstanceType")
-    if not itype:
-        raise RenderError(f"head node type {head} has no node_config.InstanceType")
-    return itype
+    return head_node_type(config).instance_type
 
 
 def budget_max_workers(
@@ -194,16 +192,21 @@ def budget_max_workers(
     head_usd_per_hour: float,
     worker_usd_per_hour: float,
     margin: float = 0.0,
+    reserve: float = cost.DEFAULT_RESERVE,
 ) -> int:
-    """floor((budget/(1+margin) − head × hours) / (worker × hours)), at least 0."""
+    """The cost model's cap until the deadline (dfray.budget.cost.budget_cap), at least 0."""
     if hours <= 0:
         raise RenderError("the deadline must be in the future")
-    usable = budget_usd / (1 + margin) - head_usd_per_hour * hours
-    if usable <= 0:
-        return 0
     if worker_usd_per_hour <= 0:
         raise RenderError("a worker price of $0/h puts no bound on max_workers")
-    return max(0, math.floor(usable / (worker_usd_per_hour * hours) + 1e-9))
+    return cost.budget_cap(
+        budget_usd=budget_usd,
+        hours=hours,
+        head_usd_per_hour=head_usd_per_hour,
+        worker_usd_per_hour=worker_usd_per_hour,
+        reserve=reserve,
+        margin=margin,
+    ).workers
 
 
 def select_types(
@@ -228,21 +231,23 @@ def select_types(
     return chosen
 
 
-def ebs_usd_per_hour(node_config: dict[str, Any]) -> float:
-    """Hourly cost of a node's EBS volumes from its BlockDeviceMappings (list $/GB-month,
-    EBS_USD_PER_GB_MONTH, over 730 h). Volumes the template does not list (the AMI's
-    default root volume) are not counted."""
-    total = 0.0
-    for bdm in node_config.get("BlockDeviceMappings") or []:
-        ebs = bdm.get("Ebs") or {}
-        size = ebs.get("VolumeSize")
-        if not size:
-            continue
-        rate = EBS_USD_PER_GB_MONTH.get(
-            str(ebs.get("VolumeType", "gp2")), max(EBS_USD_PER_GB_MONTH.values())
-        )
-        total += float(size) * rate / HOURS_PER_MONTH
-    return total
+AUTOSCALER_V1 = "export RAY_enable_autoscaler_v2=0; "
+
+
+def pin_autoscaler_v1(config: dict[str, Any]) -> bool:
+    """Make the head's ``ray start --head`` run the v1 autoscaler; returns whether a
+    command was changed. Ray 2.60's ``ray up`` prefixes ``export RAY_enable_autoscaler_v2=1;``
+    to every head start command (unless ``RAY_UP_enable_autoscaler_v2=0`` is set where it
+    runs); an export inside the command comes after it and wins. The governor's cap relies
+    on v1 re-reading ``max_workers`` from the autoscaling config on every update, and the
+    spot-first scorer is a v1 hook."""
+    changed = False
+    cmds = config.get("head_start_ray_commands") or []
+    for i, cmd in enumerate(cmds):
+        if "ray start" in cmd and "--head" in cmd and "RAY_enable_autoscaler_v2=0" not in cmd:
+            cmds[i] = AUTOSCALER_V1 + cmd
+            changed = True
+    return changed
 
 
 def find_placeholders(config: Any, path: str = "") -> list[str]:
@@ -279,7 +284,8 @@ def render_cluster(
     instance_type: str | None = None,
     spot: bool = True,
     fallback: bool = True,
-    margin: float = 0.0,
+    margin: float = cost.DEFAULT_MARGIN,
+    reserve: float = cost.DEFAULT_RESERVE,
     max_workers_limit: int | None = None,
     region: str | None = None,
     subnet_ids: list[str] | None = None,
@@ -293,38 +299,52 @@ def render_cluster(
 ) -> RenderResult:
     """A copy of ``template`` with budget-capped max_workers and the given settings.
 
-    A node's hourly cost is its instance price plus its EBS volumes (ebs_usd_per_hour).
+    A node's hourly cost is the cost model's node rate (dfray.budget.cost.node_rate).
     """
     if budget_usd <= 0:
         raise RenderError(f"the budget must be > 0, got {budget_usd}")
     if margin < 0:
         raise RenderError("margin must be >= 0")
+    if not 0 <= reserve < 1:
+        raise RenderError(f"the reserve is a fraction in [0, 1), got {reserve}")
     config = copy.deepcopy(template)
     now = now or datetime.now().astimezone()
     hours = deadline_s / 3600.0
     nts = config["available_node_types"]
     head_name = config.get("head_node_type")
+    types = NodeTypes.from_cluster_config(config)
     workers = worker_types(config)
     enabled = select_types(workers, instance_type, spot, fallback)
     enabled_names = {w.name for w in enabled}
 
-    head = prices.price(head_instance_type(config), spot=False)
-    head_ebs = ebs_usd_per_hour(nts[head_name].get("node_config") or {})
-    head_rate = head.usd_per_hour + head_ebs
-    worker_prices = {
-        w.name: prices.price(w.instance_type, spot=w.market == "spot") for w in enabled
-    }
-    worker_rates = {
-        w.name: worker_prices[w.name].usd_per_hour
-        + ebs_usd_per_hour(nts[w.name].get("node_config") or {})
+    head_nt = head_node_type(config)
+    head = prices.price(head_nt.instance_type, spot=False)
+    head_node_rate = cost.node_rate(head, head_nt)
+    head_rate = head_node_rate.usd_per_hour
+    rates = {
+        w.name: cost.node_rate(
+            prices.price(w.instance_type, spot=w.market == "spot"), types.by_name[w.name]
+        )
         for w in enabled
     }
+    worker_prices = {name: r.price for name, r in rates.items()}
+    worker_rates = {name: r.usd_per_hour for name, r in rates.items()}
     cap_name = max(enabled, key=lambda w: worker_rates[w.name]).name
     cap_price, cap_rate = worker_prices[cap_name], worker_rates[cap_name]
-    cap = budget_max_workers(budget_usd, hours, head_rate, cap_rate, margin)
-    usable = budget_usd / (1 + margin) - head_rate * hours
+    if hours <= 0:
+        raise RenderError("the deadline must be in the future")
+    plan = cost.budget_cap(
+        budget_usd=budget_usd,
+        hours=hours,
+        head_usd_per_hour=head_rate,
+        worker_usd_per_hour=cap_rate,
+        reserve=reserve,
+        margin=margin,
+    )
+    cap = plan.workers
+    usable = plan.usable_usd - head_rate * hours
     if cap == 0:
-        need = (head_rate + cap_rate) * hours * (1 + margin)
+        need = (head_rate + cap_rate) * hours * (1 + margin) / (1 - reserve)
         raise RenderError(
             f"the budget ${budget_usd:,.2f} cannot pay for one worker until the deadline "
             f"({hours:.2f} h): the head ({head.instance_type}, ${head_rate:.4f}/h) leaves "
@@ -335,6 +355,23 @@ def render_cluster(
     budget_cap = cap
     if max_workers_limit is not None:
         cap = min(cap, max_workers_limit)
+    projected = cost.projected_usd(
+        spent_usd=0.0,
+        head_usd_per_hour=head_rate,
+        worker_usd_per_hour=cap_rate,
+        workers=cap,
+        hours=hours,
+    )
+    # AWS never bills a spot node above its MaxPrice: the instance price the cap paid for.
+    max_price = cap_price.usd_per_hour
+    for w in enabled:
+        if w.market == "spot":
+            opts = (
+                nts[w.name]
+                .setdefault("node_config", {})
+                .setdefault("InstanceMarketOptions", {"MarketType": "spot"})
+            )
+            opts.setdefault("SpotOptions", {})["MaxPrice"] = f"{max_price:.4f}"
 
     config["max_workers"] = cap
     for name, nt in nts.items():
@@ -347,6 +384,7 @@ def render_cluster(
             nt["max_workers"] = 0
             nt["min_workers"] = 0
 
+    pin_autoscaler_v1(config)
     provider = config.setdefault("provider", {})
     dropped_az = None
     if region:
@@ -367,33 +405,38 @@ def render_cluster(
     if subnet_ids and "availability_zone" in provider:
         dropped_az = provider.pop("availability_zone")
 
-    def ebs_note(ebs: float) -> str:
-        return f" + EBS ${ebs:.4f}/h" if ebs else ""
+    def extras_note(rate: cost.NodeRate) -> str:
+        parts = {k: v for k, v in rate.parts().items() if k != "instance" and v}
+        return "".join(f" + {k} ${v:.4f}/h" for k, v in parts.items())
 
     deadline_at = now + timedelta(seconds=deadline_s)
     lines = [
         "Rendered by `dfray cluster render`; edit the template, not this file.",
         f"template: {template_path or '(in memory)'}; rendered {now.isoformat(timespec='seconds')}",
-        f"budget ${budget_usd:,.2f}, margin {margin:.0%}, deadline "
+        f"budget ${budget_usd:,.2f}, reserve {reserve:.0%}, margin {margin:.0%}, deadline "
         f"{deadline_at.isoformat(timespec='minutes')} ({hours:.3f} h from render time)",
         f"head: {head.instance_type} on-demand ${head.usd_per_hour:.4f}/h "
-        f"[{head.source}, as of {head.as_of}]{ebs_note(head_ebs)} × {hours:.3f} h "
+        f"[{head.source}, as of {head.as_of}]{extras_note(head_node_rate)} × {hours:.3f} h "
         f"= ${head_rate * hours:,.2f}",
     ]
     for w in enabled:
         p = worker_prices[w.name]
         lines.append(
             f"worker {w.name}: {w.instance_type} {w.market} ${p.usd_per_hour:.4f}/h "
-            f"[{p.source}, as of {p.as_of}]{ebs_note(worker_rates[w.name] - p.usd_per_hour)}"
+            f"[{p.source}, as of {p.as_of}]{extras_note(rates[w.name])}"
         )
     lines += [
         f"cap rate = highest enabled worker rate = ${cap_rate:.4f}/h ({cap_name})",
-        f"max_workers = floor((${budget_usd:,.2f} / {1 + margin:g} - ${head_rate * hours:,.2f})"
-        f" / (${cap_rate:.4f}/h × {hours:.3f} h)) = floor(${usable:,.2f} / "
-        f"${cap_rate * hours:,.2f}) = {budget_cap}"
+        f"usable = ${budget_usd:,.2f} × {1 - reserve:g} / {1 + margin:g} = "
+        f"${plan.usable_usd:,.2f}; max_workers = floor((${plan.usable_usd:,.2f} - "
+        f"${head_rate * hours:,.2f}) / (${cap_rate:.4f}/h × {hours:.3f} h)) = "
+        f"floor(${usable:,.2f} / ${cap_rate * hours:,.2f}) = {budget_cap}"
         + (f", limited to {cap} by --max-workers" if cap != budget_cap else ""),
         "worst case, every worker running until the deadline: $"
-        f"{(head_rate + cap * cap_rate) * hours:,.2f} <= ${budget_usd / (1 + margin):,.2f}",
+        f"{projected:,.2f} <= ${plan.usable_usd:,.2f}",
+        f"spot MaxPrice of the spot worker types: ${max_price:.4f}/h",
+        "autoscaler v1 pinned (RAY_enable_autoscaler_v2=0 in head_start_ray_commands): "
+        "the budget cap and the spot-first scorer are tested with v1 only",
         "enabled worker types (max_workers = cap): " + ", ".join(sorted(enabled_names)),
         "disabled worker types (max_workers = 0): "
         + (", ".join(w.name for w in workers if w.name not in enabled_names) or "none"),
@@ -405,8 +448,8 @@ def render_cluster(
     if dropped_az:
         lines.append(f"provider.availability_zone {dropped_az!r} dropped: the subnets set the AZs")
     lines.append(
-        "not counted: data transfer, S3 requests, EBS snapshots; spot prices move, and the "
-        "dfray budget governor enforces the cap at run time"
+        "not counted: " + "; ".join(cost.UNSEEN) + "; the dfray budget governor enforces "
+        "the cap at run time"
     )
     placeholders = summarize_placeholders(find_placeholders(config))
     if placeholders:
@@ -427,6 +470,8 @@ def render_cluster(
         placeholders=tuple(placeholders),
         head_usd_per_hour=head_rate,
         cap_usd_per_hour=cap_rate,
+        projected_usd=projected,
+        reserve=reserve,
     )
 
 

@@ -1,4 +1,8 @@
-"""Dated fallback price table, used when the AWS Pricing API / spot history cannot be read
+"""The one table of dated static prices: EC2 instances (the fallback when the AWS Pricing
+API / spot history cannot be read), what else a running node is billed for (EBS, public
+IPv4, the S3 request allowance), and SageMaker ``ml.*`` instances.
+
+EC2 instance prices are the fallback used when the AWS Pricing API / spot history cannot be read
 (no credentials, no network, throttled, empty answer).
 
 - On-demand figures are AWS's published Linux, shared-tenancy list prices in USD per hour
@@ -99,3 +103,35 @@ STATIC_PRICES: dict[str, dict[str, dict[str, float]]] = {
         },
     },
 }
+
+
+# -- what else a running node is billed for (list prices, us-east-1, as of STATIC_AS_OF) --------
+
+# EBS, USD per GB-month; baseline gp3 IOPS/throughput are included in the GB price.
+EBS_USD_PER_GB_MONTH: dict[str, float] = {
+    "gp3": 0.08,
+    "gp2": 0.10,
+    "io1": 0.125,
+    "io2": 0.125,
+    "st1": 0.045,
+    "sc1": 0.015,
+    "standard": 0.05,
+}
+HOURS_PER_MONTH = 730.0
+# Every public IPv4 address, in use or not, since 2024-02-01.
+PUBLIC_IPV4_USD_PER_HOUR = 0.005
+# A stated allowance for S3 requests per node-hour (not measured): 1,000 PUT/LIST
+# ($0.005 per 1,000) and 10,000 GET ($0.0004 per 1,000) = $0.009, rounded up.
+S3_REQUESTS_USD_PER_NODE_HOUR = 0.01
+
+# -- SageMaker ml.* on-demand list prices for Processing (USD/h), as of STATIC_AS_OF ----------
+_ML_US = {
+    "ml.g4dn.xlarge": 0.736,
+    "ml.g4dn.2xlarge": 1.053,
+    "ml.g5.xlarge": 1.408,
+    "ml.g5.2xlarge": 1.515,
+    "ml.g6.xlarge": 1.1267,
+    "ml.m5.xlarge": 0.23,
+    "ml.c5.xlarge": 0.204,
+}
+SAGEMAKER_ON_DEMAND: dict[str, dict[str, float]] = {"us-east-1": _ML_US, "us-west-2": _ML_US}

@@ -1,33 +1,25 @@
 """SageMaker `ml.*` prices and the job's stopping condition (client side).
 
-SEPARATE ON PURPOSE: the dated ml.* table below is the only SageMaker price table; the EC2
-prices it falls back to (x ML_MARKUP) come from dfray.budget.prices. When dfray/budget gets
-its single static price table, ML_ON_DEMAND belongs there as its `sagemaker` section."""
+The dated ml.* figures are the `sagemaker` section of the one static price table
+(dfray.budget.static_prices); the EC2 prices it falls back to (x ML_MARKUP) come from
+dfray.budget.prices."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+from dfray.budget.static_prices import SAGEMAKER_ON_DEMAND, STATIC_AS_OF
 from dfray.cloud.processing import SageMakerError
 
 MAX_RUNTIME_S = 777_600  # ProcessingStoppingCondition.MaxRuntimeInSeconds maximum (9 days)
 MIN_RUNTIME_S = 600  # a budget that cannot pay for 10 minutes is refused
 DEFAULT_RUNTIME_S = 86_400  # without --budget or --max-runtime-s
 
-# SageMaker on-demand list prices (USD/h) for Processing, as known at ML_PRICES_AS_OF.
-# They change: pass --price-per-hour for a figure you have checked.
-ML_PRICES_AS_OF = "2025-01-15"
-_ML_US = {
-    "ml.g4dn.xlarge": 0.736,
-    "ml.g4dn.2xlarge": 1.053,
-    "ml.g5.xlarge": 1.408,
-    "ml.g5.2xlarge": 1.515,
-    "ml.g6.xlarge": 1.1267,
-    "ml.m5.xlarge": 0.23,
-    "ml.c5.xlarge": 0.204,
-}
-ML_ON_DEMAND: dict[str, dict[str, float]] = {"us-east-1": _ML_US, "us-west-2": _ML_US}
+# SageMaker on-demand list prices (USD/h) for Processing, dated; they change: pass
+# --price-per-hour for a figure you have checked.
+ML_PRICES_AS_OF = STATIC_AS_OF
+ML_ON_DEMAND = SAGEMAKER_ON_DEMAND
 ML_MARKUP = 1.4  # ml.* / EC2 on-demand for the GPU types above (e.g. 0.736 / 0.526)
 
 
@@ -98,4 +90,3 @@ def max_runtime_s(
             f"(${need:.2f}) are needed: raise --budget or use fewer/cheaper instances"
         )
     return min(paid, cap)
-

@@ -60,7 +60,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="override a price ($/h); TYPE:spot=USD or TYPE:on_demand=USD for one market",
     )
     r.add_argument(
-        "--margin", type=float, default=0.0, help="extra safety margin on the budget (default 0)"
+        "--margin", type=float, default=None, help="extra safety margin on the budget (default 0)"
+    )
+    r.add_argument(
+        "--reserve",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="share of the budget held back for what no ledger sees (default 0.02)",
     )
     r.add_argument(
         "--max-workers", type=int, default=None, help="upper limit below the budget cap (quotas)"
@@ -91,8 +98,8 @@ def run_render(args: argparse.Namespace) -> int:
     from dfray.budget.planner import PlanError, parse_deadline
     from dfray.budget.prices import PriceBook, PriceError, parse_price_overrides
     from dfray.budget.render import (
-        DEFAULT_TEMPLATE,
         RenderError,
+        default_template_path,
         load_template,
         read_tf_outputs,
         render_cluster,
@@ -103,11 +110,7 @@ def run_render(args: argparse.Namespace) -> int:
         print(f"dfray cluster render: error: {msg}", file=sys.stderr)
         return 2
 
-    template_path = args.template
-    if template_path is None:
-        # The repository's template; also found when run from elsewhere in a checkout.
-        here = Path(__file__).resolve().parents[2] / DEFAULT_TEMPLATE
-        template_path = DEFAULT_TEMPLATE if Path(DEFAULT_TEMPLATE).exists() else str(here)
+    template_path = args.template or default_template_path()
     try:
         deadline_s = parse_deadline(args.deadline)
         overrides = parse_price_overrides(args.price)
@@ -135,7 +138,11 @@ def run_render(args: argparse.Namespace) -> int:
             instance_type=args.instance_type,
             spot=args.spot,
             fallback=args.fallback,
-            margin=args.margin,
+            **{
+                k: v
+                for k, v in (("margin", args.margin), ("reserve", args.reserve))
+                if v is not None
+            },
             max_workers_limit=args.max_workers,
             region=region,
             subnet_ids=subnets or tf.get("subnet_ids"),

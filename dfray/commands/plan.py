@@ -76,7 +76,21 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--overhead-min", type=float, default=5.0, help="node start-up minutes (default 5)"
     )
     p.add_argument(
-        "--margin", type=float, default=0.10, help="safety margin on cost (default 0.10)"
+        "--margin", type=float, default=None, help="safety margin on cost (default 0.10)"
+    )
+    p.add_argument(
+        "--reserve",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="share of the budget held back for what no ledger sees (default 0.02)",
+    )
+    p.add_argument(
+        "--cluster-config",
+        default=None,
+        metavar="YAML",
+        help="cluster template whose EBS volumes and public IPs are priced "
+        "(default infra/aws-cluster.yaml; 'none' for instance prices only)",
     )
     p.add_argument("--offline", action="store_true", help="do not call AWS for prices")
     p.add_argument("--price-cache", default=None, metavar="DIR", help="price cache folder")
@@ -139,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
             if args.from_run:
                 stats = load_run_stats(args.from_run)
                 origin = f"run {args.from_run}"
+                notes.append(_spent_note(args.from_run, storage))
             else:
                 n_cal = args.calibrate or 20
                 print(f"calibrating on {n_cal} videos of {args.corpus} …", file=sys.stderr)
@@ -184,7 +199,12 @@ def run(args: argparse.Namespace) -> int:
             reference_type=reference_type,
             head_type=args.head_type or DEFAULT_HEAD_TYPE,
             overhead_s=args.overhead_min * 60.0,
-            margin=args.margin,
+            **{
+                k: v
+                for k, v in (("margin", args.margin), ("reserve", args.reserve))
+                if v is not None
+            },
+            node_types=_node_types(args.cluster_config),
             max_workers=args.max_workers if args.max_workers is not None else DEFAULT_MAX_WORKERS,
             notes=notes,
         )
@@ -197,3 +217,31 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_plan(plan))
     return 0 if plan.best else 1
+
+
+def _node_types(path: str | None):
+    """The node types of the cluster template (None for 'none' or no template found)."""
+    from dfray.budget.cluster import NodeTypes
+    from dfray.budget.render import default_template_path, load_template
+
+    if path == "none":
+        return None
+    path = path or default_template_path()
+    if not os.path.exists(path):
+        return None
+    return NodeTypes.from_cluster_config(load_template(path))
+
+
+def _spent_note(run_dir: str, storage) -> str:
+    """What the run has spent so far, every attempt (killed ones too), from its journal."""
+    from dfray.budget.journal import summary
+
+    s = summary(run_dir, storage)
+    if not s.attempts:
+        return f"run {run_dir} has no spend journal (run without --budget?)"
+    killed = sum(1 for a in s.attempts if not a["final"])
+    return (
+        f"run {run_dir} has spent ${s.spent_usd:,.2f} over {len(s.attempts)} attempt(s)"
+        + (f", {killed} without a final report" if killed else "")
+        + "; the budget given here is for what is left"
+    )

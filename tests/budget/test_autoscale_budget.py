@@ -38,7 +38,7 @@ PRICES = {"g4dn.xlarge": 1.00, "m6i.large": 0.10}  # $/h: GPU worker, head (and 
 
 def _free_port() -> int:
     with socket.socket() as s:
-        s.bind(("", 0))
+        s.bind(("", 0))  # every interface: the head binds them all
         return s.getsockname()[1]
 
 
@@ -116,6 +116,16 @@ def fake_autoscaling_cluster(tmp: Path, *, head_cpus: int = 1):
         f"--temp-dir={temp_dir}",
         f"--ray-client-server-port={_free_port()}",
         f"--dashboard-port={_free_port()}",
+        # every port of its own: the defaults (dashboard agent 52365, worker ports
+        # 10002-19999, …) clash with a Ray that an earlier test in this process started
+        f"--dashboard-agent-listen-port={_free_port()}",
+        f"--dashboard-agent-grpc-port={_free_port()}",
+        f"--metrics-export-port={_free_port()}",
+        f"--runtime-env-agent-port={_free_port()}",
+        f"--node-manager-port={_free_port()}",
+        f"--object-manager-port={_free_port()}",
+        "--min-worker-port=0",
+        "--max-worker-port=0",
         "--include-dashboard=false",
         "--disable-usage-stats",
     ]
@@ -282,15 +292,18 @@ def test_budget_exhausted_then_resume(tiny_corpus, tmp_path, random_config):
     """Local Ray; the head node ($1/h) is the only node; 600 simulated s per video = $0.167."""
     import ray
 
+    from dfray.budget.journal import SpendJournal, summary
     from dfray.results import RunFolder
     from dfray.runner import EXIT_BUDGET, run_scoring
 
     cfg = _run_cfg(tiny_corpus, tmp_path / "out", random_config)
+    run_root = RunFolder(cfg.out, cfg.run_id, cfg.storage).root
     prices = {"m6i.large": 1.0}
     try:
         g1 = TickingGovernor(
-            0.60, prices, head_type="m6i.large", clock=SimClock(), shutdown_s=60, poll_s=0
-        )
+            0.60, prices, head_type="m6i.large", clock=SimClock(), shutdown_s=60, poll_s=0,
+            journal=SpendJournal(run_root, cfg.storage),
+        )  # fmt: skip
         r1 = run_scoring(cfg, progress=False, governor=g1)
         assert r1.state == "budget_exhausted" and r1.exit_code == EXIT_BUDGET == 3
         folder = RunFolder(cfg.out, cfg.run_id, cfg.storage)
@@ -317,8 +330,9 @@ def test_budget_exhausted_then_resume(tiny_corpus, tmp_path, random_config):
             clock=SimClock(),
             shutdown_s=60,
             poll_s=0,
-            prior_spent_usd=spend["spent_usd"],
+            journal=SpendJournal(run_root, cfg.storage),  # its prior spend: the journal's
         )
+        assert g2.prior_spent_usd == pytest.approx(spend["spent_usd"])
         r2 = run_scoring(cfg, progress=False, governor=g2)
         assert r2.state == "complete" and r2.exit_code == 0
         assert r2.scored_now == 6 - r1.scored_now
@@ -330,6 +344,9 @@ def test_budget_exhausted_then_resume(tiny_corpus, tmp_path, random_config):
         assert doc["spend"]["prior_spent_usd"] == pytest.approx(spend["spent_usd"])
         assert doc["spend"]["spent_usd"] == pytest.approx(6 * 600 / 3600, abs=1e-6)
         assert doc["spend"]["stopped_reason"] is None
+        journal = summary(run_root, cfg.storage)  # written by the runner's checks
+        assert [a["final"] for a in journal.attempts] == [True, True]
+        assert journal.spent_usd == pytest.approx(doc["spend"]["spent_usd"], abs=1e-6)
     finally:
         ray.shutdown()
 

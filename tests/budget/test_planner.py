@@ -231,13 +231,15 @@ def write_run(tmp_path, **stats):
 
 def run_plan(capsys, *args):
     price_args = [a for k, v in PRICES.items() for a in ("--price", f"{k}={v}")]
-    rc = main(["plan", "s3://bucket/corpus/", "--offline", *price_args, *args])
+    # instance prices only: the template's EBS/IPv4 extras are tested in test_cost.py
+    rc = main(["plan", "s3://bucket/corpus/", "--offline", "--cluster-config", "none",
+               *price_args, *args])  # fmt: skip
     out = capsys.readouterr()
     return rc, out.out, out.err
 
 
 def rederive(n, budget, deadline_h, rate_ref, ref, itype, market, head, max_workers,
-             overhead_h=5 / 60, margin=0.10):  # fmt: skip
+             overhead_h=5 / 60, margin=0.10, reserve=0.02):  # fmt: skip
     """The planner's arithmetic, written again from its docstring."""
     rate = rate_ref * RELATIVE_SPEED[itype] / RELATIVE_SPEED[ref]
     p = PRICES[f"{itype}:{market}"]
@@ -253,7 +255,8 @@ def rederive(n, budget, deadline_h, rate_ref, ref, itype, market, head, max_work
         workers = max_workers
     hours = n / (rate * workers) + overhead_h
     c = (workers * p + head) * hours
-    fits = hours <= deadline_h + 1e-9 and c * (1 + margin) <= budget + 1e-9
+    usable = budget * (1 - reserve) / (1 + margin)  # the cost model's usable budget
+    fits = hours <= deadline_h + 1e-9 and c <= usable + 1e-9
     return workers, hours, c, fits
 
 
@@ -320,7 +323,8 @@ def test_cli_cpu_calibration_is_flagged(tmp_path, capsys):
 def test_cli_no_fit_budget_says_minimum(tmp_path, capsys):
     run_dir = write_run(tmp_path)
     # 30 min start-up makes each extra worker cost money: the deadline needs 38 workers and
-    # $17.64 with margin; $16 pays for at most 21 workers, finishing after ~3.1 h.
+    # $16.04; $16 leaves $14.25 usable (2% reserve, 10% margin), which pays for at most 18
+    # workers, finishing after ~3.6 h.
     rc, out, err = run_plan(
         capsys, "--budget", "16", "--deadline", "2h", "--from-run", run_dir, "--videos", "50000",
         "--instance-types", "g4dn.xlarge", "--market", "spot", "--json", "--overhead-min", "30",
@@ -334,14 +338,13 @@ def test_cli_no_fit_budget_says_minimum(tmp_path, capsys):
     )
     assert not fits and workers == 38
     assert "budget too small" in plan["why_none"]
-    assert f"${cost * 1.1:,.2f}" in plan["why_none"]  # the minimum budget for the deadline
-    # earliest finish within the budget: the most workers whose cost × 1.1 <= $16
+    usable = 16 * 0.98 / 1.1
+    assert f"${cost:,.2f} (${usable:,.2f} usable)" in plan["why_none"]  # for the deadline
+    # earliest finish within the budget: the most workers whose cost <= the usable budget
     rate, p, head = 900, PRICES["g4dn.xlarge:spot"], 0.192
-    affordable = [
-        w for w in range(1, 51) if (w * p + head) * (50000 / (rate * w) + 0.5) * 1.1 <= 16
-    ]
+    affordable = [w for w in range(1, 51) if (w * p + head) * (50000 / (rate * w) + 0.5) <= usable]
     w_max = max(affordable)
-    assert w_max == 21
+    assert w_max == 18
     assert "earliest finish" in plan["why_none"]
     assert f"({50000 / (rate * w_max) + 0.5:.2f} h) with {w_max} × g4dn.xlarge" in plan["why_none"]
     assert "no plan fits: budget too small" in err
@@ -370,8 +373,8 @@ def test_cli_plan_calibrates_on_a_generated_corpus(tiny_corpus, capsys):
     """Real calibration: dfray scores 2 videos of a generated corpus on a local Ray, counts
     the corpus, and the printed plan's arithmetic is re-derived here."""
     price_args = [a for k, v in PRICES.items() for a in ("--price", f"{k}={v}")]
-    rc = main(["plan", str(tiny_corpus), "--offline", *price_args, "--budget", "100",
-               "--deadline", "8h", "--calibrate", "2", "--instance-types", "g4dn.xlarge",
+    rc = main(["plan", str(tiny_corpus), "--offline", "--cluster-config", "none", *price_args,
+               "--budget", "100", "--deadline", "8h", "--calibrate", "2", "--instance-types", "g4dn.xlarge",
                "g5.xlarge", "--json"])  # fmt: skip
     out = capsys.readouterr()
     assert rc == 0, out.err

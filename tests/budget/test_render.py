@@ -113,8 +113,16 @@ def template_file(tmp_path):
     return str(path)
 
 
-def expected_cap(budget, hours, head, worker, margin=0.0):
-    return max(0, math.floor((budget / (1 + margin) - head * hours) / (worker * hours)))
+# On an aws provider every node also costs one public IPv4 ($0.005/h) and the S3 request
+# allowance ($0.01/h); 2% of the budget is the reserve (dfray.budget.cost).
+EXTRA = 0.005 + 0.01
+RESERVE = 0.02
+
+
+def expected_cap(budget, hours, head, worker, margin=0.0, reserve=RESERVE, extra=EXTRA):
+    usable = budget * (1 - reserve) / (1 + margin)
+    head, worker = head + extra, worker + extra
+    return max(0, math.floor((usable - head * hours) / (worker * hours) + 1e-9))
 
 
 def render_cli(tmp_path, template, *args):
@@ -135,9 +143,9 @@ def test_render_spot_with_fallback_for_one_type(tmp_path, template_file, capsys)
     text = out.read_text()
     cfg = yaml.safe_load(text)
     # spot g4dn + its on-demand fallback are enabled; the cap is priced at the dearer one:
-    # floor((100 − 0.1 × 8) / (0.5 × 8)) = floor(99.2 / 4) = 24
+    # floor((98 − 0.115 × 8) / (0.515 × 8)) = floor(97.08 / 4.12) = 23
     cap = expected_cap(100, 8, 0.1, 0.5)
-    assert cap == 24
+    assert cap == 23
     assert cfg["max_workers"] == cap
     nts = cfg["available_node_types"]
     assert nts["gpu_g4dn_spot"]["max_workers"] == cap
@@ -145,7 +153,10 @@ def test_render_spot_with_fallback_for_one_type(tmp_path, template_file, capsys)
     assert nts["gpu_g5_spot"]["max_workers"] == 0
     assert nts["gpu_g6_spot"]["max_workers"] == 0
     # worst case inside the budget
-    assert (0.1 + cap * 0.5) * 8 <= 100 < (0.1 + (cap + 1) * 0.5) * 8
+    assert (0.115 + cap * 0.515) * 8 <= 98 < (0.115 + (cap + 1) * 0.515) * 8
+    # the spot type may not cost more than the price the cap paid for
+    spot_opts = nts["gpu_g4dn_spot"]["node_config"]["InstanceMarketOptions"]
+    assert spot_opts == {"MarketType": "spot", "SpotOptions": {"MaxPrice": "0.5000"}}
     # the header records the arithmetic and the price sources
     header = [line for line in text.splitlines() if line.startswith("#")]
     assert any("max_workers = floor(" in line and line.endswith(f"= {cap}") for line in header)
@@ -160,8 +171,10 @@ def test_render_no_fallback_caps_at_spot_price(tmp_path, template_file):
     )  # fmt: skip
     assert rc == 0
     cfg = yaml.safe_load(out.read_text())
-    cap = expected_cap(100, 8, 0.1, 0.2)  # floor(99.2 / 1.6) = 62
-    assert cfg["max_workers"] == cap == 62
+    cap = expected_cap(100, 8, 0.1, 0.2)  # floor(97.08 / 1.72) = 56
+    assert cfg["max_workers"] == cap == 56
+    spot = cfg["available_node_types"]["gpu_g4dn_spot"]["node_config"]
+    assert spot["InstanceMarketOptions"]["SpotOptions"]["MaxPrice"] == "0.2000"
     assert cfg["available_node_types"]["gpu_g4dn_ondemand"]["max_workers"] == 0
     validate_ray_config(cfg)
 
@@ -185,8 +198,8 @@ def test_render_on_demand_with_margin_and_limit(tmp_path, template_file):
     )  # fmt: skip
     assert rc == 0
     cfg = yaml.safe_load(out.read_text())
-    cap = expected_cap(100, 4, 0.1, 0.5, margin=0.2)  # floor((83.33 − 0.4) / 2) = 41
-    assert cfg["max_workers"] == cap == 41
+    cap = expected_cap(100, 4, 0.1, 0.5, margin=0.2)  # floor((81.67 − 0.46) / 2.06) = 39
+    assert cfg["max_workers"] == cap == 39
     assert cfg["available_node_types"]["gpu_g4dn_ondemand"]["max_workers"] == cap
     assert cfg["available_node_types"]["gpu_g4dn_spot"]["max_workers"] == 0
 
@@ -254,7 +267,7 @@ def test_budget_too_small_is_a_clear_error(tmp_path, template_file, capsys):
     err = capsys.readouterr().err
     assert rc != 0
     assert "cannot pay for one worker until the deadline" in err
-    assert "$4.80" in err  # (0.1 + 0.5) × 8: the least budget for one worker
+    assert "$5.14" in err  # (0.115 + 0.515) × 8 / 0.98: the least budget for one worker
     assert not out.exists()
 
 
@@ -268,9 +281,10 @@ def test_unknown_instance_type_is_a_clear_error(tmp_path, template_file, capsys)
 
 
 def test_budget_max_workers_unit():
-    assert budget_max_workers(100, 8, 0.1, 0.5) == 24
-    assert budget_max_workers(4.8, 8, 0.1, 0.5) == 1  # exactly one worker
-    assert budget_max_workers(4.79, 8, 0.1, 0.5) == 0
+    assert budget_max_workers(100, 8, 0.1, 0.5) == 24  # floor((98 − 0.8) / 4)
+    assert budget_max_workers(4.8, 8, 0.1, 0.5, reserve=0) == 1  # exactly one worker
+    assert budget_max_workers(4.79, 8, 0.1, 0.5, reserve=0) == 0
+    assert budget_max_workers(4.8, 8, 0.1, 0.5) == 0  # the reserve is held back
     assert budget_max_workers(0.5, 8, 0.1, 0.5) == 0  # the head alone eats the budget
     with pytest.raises(RenderError):
         budget_max_workers(100, 0, 0.1, 0.5)
@@ -371,3 +385,31 @@ def test_infra_template_placeholders_are_flagged(tmp_path, capsys):
     assert "placeholders" in err and "SubnetIds" in err
     assert "# STILL PLACEHOLDERS" in out.read_text()
     assert "static:" in out.read_text()  # offline: price sources are the static table
+
+
+@needs_infra
+def test_rendered_head_runs_the_v1_autoscaler_even_under_ray_up(tmp_path):
+    """`ray up` (Ray 2.60) prefixes `export RAY_enable_autoscaler_v2=1;` to the head's start
+    commands; the rendered command still starts Ray with v2 off (run in a shell here)."""
+    import re
+    import subprocess
+
+    from ray.autoscaler._private.util import with_envs
+
+    book = PriceBook("us-east-1", offline=True, overrides=PRICES, cache_dir="/nonexistent")
+    template = yaml.safe_load(INFRA_TEMPLATE.read_text())
+    template["head_start_ray_commands"] = [
+        c.replace("export RAY_enable_autoscaler_v2=0;", "")
+        for c in template["head_start_ray_commands"]
+    ]  # an older template without the pin: render adds it
+    for t in (template, yaml.safe_load(INFRA_TEMPLATE.read_text())):
+        result = render_cluster(
+            t, budget_usd=100, deadline_s=8 * 3600, prices=book, instance_type="g4dn.xlarge"
+        )
+        (cmd,) = [c for c in result.config["head_start_ray_commands"] if "ray start" in c]
+        probe = re.sub(r"ray start --head.*", "echo $RAY_enable_autoscaler_v2", cmd, flags=re.S)
+        probe = re.sub(r"ulimit -n \d+;", "", probe)
+        (as_ray_up,) = with_envs([probe], {"RAY_enable_autoscaler_v2": "1"})
+        out = subprocess.run(["bash", "-c", as_ray_up], capture_output=True, text=True)
+        assert out.stdout.strip() == "0", (as_ray_up, out.stderr)
+        assert "autoscaler v1 pinned" in result.header
