@@ -212,6 +212,9 @@ class RunConfig:
                                show_default="all")
     device: str = option("auto", flag="--device", choices=("auto", "cpu", "cuda"),
                          help="where MTCNN and the detectors run")
+    lease_timeout_s: float = option(120.0, flag="--lease-timeout", check=positive, metavar="S",
+                                    help="a run folder's writer lease with no heartbeat for this "
+                                         "long belongs to a writer that is gone and is taken over")
 
     def __post_init__(self) -> None:
         check_options(self)

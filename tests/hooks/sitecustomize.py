@@ -8,7 +8,8 @@ the environment). Production code has no hooks.
   writes DIR/held.pid and blocks until killed; later attempts run normally (the marker
   exists): a test kills that worker mid-video.
 - DFRAY_TEST_HALT_AFTER_PARTS=N: the driver blocks forever after writing N videos parts
-  (a test then kills it at a known point).
+  (a test then kills it at a known point); with DFRAY_TEST_RESUME_FILE=PATH it blocks only
+  until PATH exists, then carries on (a test acts while the run is known to be mid-way).
 """
 
 import os
@@ -49,10 +50,16 @@ def _patch_results(mod) -> None:
         uri = orig(self, name, table)
         if name == "videos":
             written[0] += 1
-            if written[0] >= limit:
-                import threading
+            if written[0] == limit:
+                resume = os.environ.get("DFRAY_TEST_RESUME_FILE")
+                if not resume:
+                    import threading
 
-                threading.Event().wait()
+                    threading.Event().wait()
+                import time
+
+                while not os.path.exists(resume):
+                    time.sleep(0.2)
         return uri
 
     mod.RunFolder.write_part = write_part
