@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dfray.options import at_least, check_options, fraction, option, positive
+from dfray.options import at_least, check_options, fraction, no_userinfo, option, positive
 from dfray.redact import RedactedMessage
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -129,6 +129,7 @@ class StorageConfig:
 
     endpoint_url: str | None = option(
         None, flag="--endpoint-url", env=("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "DFRAY_S3_ENDPOINT"),
+        check=no_userinfo,
         help="S3-compatible endpoint (MinIO, moto) for listing, reading and writing", metavar="URL",
         show_default="AWS")
     region: str | None = option(

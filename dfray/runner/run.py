@@ -195,6 +195,7 @@ def _execute(cfg, kind, source, folder, done, prog, governor, detectors, calib, 
                 stopped = driver.drive(ds, on_rows, on_tick) if ds is not None else False
         writer.flush()
     finally:
+        devices = pipeline.devices_used(tracker)  # what ran, before the tracker goes
         pipeline.kill(tracker)
         if calib is not None:
             calib.close()
@@ -208,7 +209,8 @@ def _execute(cfg, kind, source, folder, done, prog, governor, detectors, calib, 
         "wall_s": round(wall, 3),
         "n_scored": prog.done,
         "videos_per_s": round(prog.done / wall, 4) if wall > 0 else None,
-        "device": _device_label(layout, cfg),
+        "device": pipeline.device_label(devices),
+        "devices": devices,
         "nodes": pipeline.alive_nodes(),
         "workers": extract_n,
         "score_workers": score_n,
@@ -231,14 +233,6 @@ def _extracted(tracker, prog) -> int:
         return int(ray.get(tracker.extracted.remote(), timeout=0.5))
     except Exception:  # noqa: BLE001 - progress only
         return prog.extracted
-
-
-def _device_label(layout, cfg) -> str:
-    if layout is not None and layout.use_gpu:
-        names = sorted(k.split(":", 1)[1] for k in pipeline.cluster_resources()
-                       if k.startswith("accelerator_type:"))
-        return "cuda:" + (",".join(names) or "gpu")
-    return "cpu"
 
 
 # -- layout --------------------------------------------------------------------------------
