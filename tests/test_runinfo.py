@@ -19,6 +19,7 @@ def presigned(moto_server, s3, bucket: str, key: str) -> str:
     from botocore.config import Config
 
     signer = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1",
+                          aws_access_key_id="ASIATESTKEY", aws_secret_access_key="x",
                           aws_session_token=SECRET_TOKEN,
                           config=Config(signature_version="s3v4"))
     url = signer.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key})
@@ -108,19 +109,19 @@ def test_hostile_corpus_and_presigned_weights_run(tiny_corpus, tmp_path, moto_se
 def test_secrets_never_in_errors_of_a_run(tiny_corpus, tmp_path, moto_server, s3):
     """Weights behind a presigned URL that fails, and an S3 endpoint with user info: one
     line and exit 2, naming the object or endpoint without signature, token or password."""
-    s3.create_bucket(Bucket="w2")
-    url = presigned(moto_server, s3, "w2", "missing.pt")
+    s3.create_bucket(Bucket="weights2")
+    url = presigned(moto_server, s3, "weights2", "missing.pt")
     config = tmp_path / "ensemble.yaml"
     config.write_text(f"detectors:\n  - name: m\n    arch: meso4\n    weights: '{url}'\n")
     rc, text = score(tiny_corpus, "--out", tmp_path / "out", "--config", config, "--quiet")
-    assert rc == 2 and "detector 'm'" in text and "/w2/missing.pt" in text, text
+    assert rc == 2 and "detector 'm'" in text and "/weights2/missing.pt" in text, text
     for secret in secrets_of(url):
         assert secret not in text
     assert len(text.strip().splitlines()) == 1, text
 
     port = moto_server.rsplit(":", 1)[1]
     endpoint = f"http://dfray:hunter2@127.0.0.1:{port}"
-    rc, text = score("s3://w2/corpus", "--out", "s3://w2/out", "--endpoint-url", endpoint)
+    rc, text = score("s3://weights2/corpus", "--out", "s3://weights2/out", "--endpoint-url", endpoint)
     assert rc == 2 and "--endpoint-url must not carry user info" in text, text
     assert "hunter2" not in text and f"127.0.0.1:{port}" in text
     assert len(text.strip().splitlines()) == 1, text
