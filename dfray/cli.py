@@ -81,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _RedactingFormatter(logging.Formatter):
+    """Every URI in a log line loses its query string and user info (dfray.redact), so a
+    presigned URL or a password never reaches the logs, whatever logged it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from dfray.redact import redact_text
+
+        return redact_text(super().format(record))
+
+
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     """The `dfray` logger to stderr: timestamps unless stderr is a terminal."""
     logger = logging.getLogger("dfray")
@@ -88,7 +98,7 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
         logger.removeHandler(h)
     handler = logging.StreamHandler(sys.stderr)
     stamp = "" if sys.stderr.isatty() else "%(asctime)s "
-    handler.setFormatter(logging.Formatter(f"[dfray] {stamp}%(message)s", "%H:%M:%S"))
+    handler.setFormatter(_RedactingFormatter(f"[dfray] {stamp}%(message)s", "%H:%M:%S"))
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO))
     logger.propagate = False

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dfray.budget.cost import DEFAULT_RESERVE
-from dfray.options import at_least, check_options, fraction, option, positive
+from dfray.options import at_least, check_options, fraction, no_userinfo, option, positive
 from dfray.redact import RedactedMessage
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -130,6 +130,7 @@ class StorageConfig:
 
     endpoint_url: str | None = option(
         None, flag="--endpoint-url", env=("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "DFRAY_S3_ENDPOINT"),
+        check=no_userinfo,
         help="S3-compatible endpoint (MinIO, moto) for listing, reading and writing", metavar="URL",
         show_default="AWS")
     region: str | None = option(
@@ -220,6 +221,9 @@ class RunConfig:
                               help="what runs the detectors on CPU nodes: onnxruntime exports "
                               "each model to ONNX once per node (faster for EfficientNets; "
                               "see benchmarks/RESULTS.md)")
+    lease_timeout_s: float = option(120.0, flag="--lease-timeout", check=positive, metavar="S",
+                                    help="a run folder's writer lease with no heartbeat for this "
+                                         "long belongs to a writer that is gone and is taken over")
 
     def __post_init__(self) -> None:
         check_options(self)

@@ -9,9 +9,9 @@ keeps killing its worker is written as `error` after `max_attempts`.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 
@@ -100,7 +100,6 @@ class VideoExtractor:
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
         self.on_start = on_start
-        self._pool = cf.ThreadPoolExecutor(1, thread_name_prefix="dfray-extract")
 
     def __call__(self, row: dict) -> dict:
         out = self._base(row)
@@ -113,20 +112,32 @@ class VideoExtractor:
                 "not retried"
             )
             return out
-        future = self._pool.submit(self._process, row, out)
-        try:
-            return future.result(timeout=self.timeout_s)
-        except cf.TimeoutError:
-            # The stuck thread cannot be killed; abandon it and carry on with a fresh one.
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = cf.ThreadPoolExecutor(1, thread_name_prefix="dfray-extract")
-            out = self._base(row)
-            out.update(
-                attempts=attempt,
-                status="timeout",
-                error=f"no result within the per-video limit of {self.timeout_s:g} s",
-            )
-            return out
+        box: dict = {}
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                box["row"] = self._process(row, out)
+            except BaseException as e:  # noqa: BLE001 - re-raised by the caller below
+                box["error"] = e
+            finally:
+                done.set()
+
+        # One daemon thread per video. A thread stuck in a read that never returns (a FIFO,
+        # a hung mount) cannot be killed: it is abandoned, and as a daemon it never keeps
+        # the process from exiting (a pool's worker thread would be joined at exit, forever).
+        threading.Thread(target=work, name="dfray-extract", daemon=True).start()
+        if done.wait(self.timeout_s):
+            if "error" in box:
+                raise box["error"]
+            return box["row"]
+        out = self._base(row)
+        out.update(
+            attempts=attempt,
+            status="timeout",
+            error=f"no result within the per-video limit of {self.timeout_s:g} s",
+        )
+        return out
 
     def _base(self, row: dict) -> dict:
         out = {k: row.get(k) for k in ("video_id", "uri", "label", "size_bytes", "etag")}

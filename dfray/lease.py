@@ -2,11 +2,16 @@
 
 `acquire(run_dir, storage_cfg, holder)` creates the lease atomically — locally with an
 exclusive create (O_CREAT|O_EXCL), on S3 with a conditional PUT (`If-None-Match: *`) —
-refreshes its heartbeat every HEARTBEAT_S seconds from a background thread, and deletes it
-on exit (only if it is still ours). A second writer gets LeaseHeld (a ValueError: exit 2
-in the CLI) naming the holder's host, pid and start time. A lease whose heartbeat is older
-than STALE_AFTER_S seconds belongs to a writer that is gone (killed, node lost) and is
-taken over.
+refreshes its heartbeat from a background thread (HEARTBEATS_PER_TIMEOUT times per
+`stale_after_s`), and deletes it on exit (only if it is still ours). A second writer gets
+LeaseHeld (a ValueError: exit 2 in the CLI) naming the holder's host, pid and start time.
+
+The holder is gone, and its lease taken over, when
+- its heartbeat is older than `stale_after_s` (RunConfig.lease_timeout_s, `--lease-timeout`,
+  120 s by default): a writer that was killed, or whose node was lost; or
+- it ran on this host, in this PID namespace, and its pid no longer exists: a driver killed
+  here (SIGKILL, OOM) can be resumed at once. (A pid reused by another process after the
+  holder died keeps the lease until the timeout; never the other way round.)
 """
 
 from __future__ import annotations
@@ -23,24 +28,50 @@ from dfray import storage
 from dfray.config import StorageConfig
 
 LEASE_NAME = "_lease.json"
-HEARTBEAT_S = 15.0
-STALE_AFTER_S = 120.0  # 8 missed heartbeats: the holder is gone
+HEARTBEATS_PER_TIMEOUT = 8  # a holder is presumed gone after this many missed heartbeats
 
 
 class LeaseHeld(ValueError):
     """Another live writer holds the run's lease."""
 
 
+def _pid_namespace() -> int | None:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
 def default_holder() -> dict:
-    return {"host": socket.gethostname(), "pid": os.getpid(),
+    return {"host": socket.gethostname(), "pid": os.getpid(), "pidns": _pid_namespace(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def _describe(lease: dict) -> str:
+def _describe(lease: dict, stale_after_s: float) -> str:
     return (f"run is being written by host {lease.get('host')} pid {lease.get('pid')} "
             f"(started {lease.get('started')}, last heartbeat "
             f"{time.time() - float(lease.get('heartbeat', 0)):.0f}s ago); "
-            f"a lease older than {STALE_AFTER_S:.0f}s is taken over")
+            f"a lease without a heartbeat for {stale_after_s:g}s is taken over (--lease-timeout)")
+
+
+def _holder_gone(lease: dict, stale_after_s: float) -> bool:
+    """The lease's heartbeat is older than stale_after_s, or its holder was a process of
+    this host and PID namespace that no longer exists."""
+    try:
+        if time.time() - float(lease.get("heartbeat", 0)) > stale_after_s:
+            return True
+    except (TypeError, ValueError):
+        return True  # unreadable heartbeat: written by something that is not a live writer
+    me = default_holder()
+    if lease.get("host") != me["host"] or lease.get("pidns") != me["pidns"] or me["pidns"] is None:
+        return False
+    try:
+        os.kill(int(lease.get("pid")), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, TypeError, ValueError, OverflowError):
+        return False  # exists (another user's), or not a pid we can judge: wait for the timeout
+    return False
 
 
 class _Local:
@@ -125,7 +156,8 @@ class _S3:
 
 
 @contextlib.contextmanager
-def acquire(run_dir_uri: str, storage_cfg: StorageConfig, holder: dict | None = None):
+def acquire(run_dir_uri: str, storage_cfg: StorageConfig, holder: dict | None = None, *,
+            stale_after_s: float):
     """Hold the run folder's lease for the `with` body; yields the lease dict."""
     uri = storage.join(run_dir_uri, LEASE_NAME)
     store = _S3(uri, storage_cfg) if storage.is_s3(uri) else _Local(uri)
@@ -136,16 +168,17 @@ def acquire(run_dir_uri: str, storage_cfg: StorageConfig, holder: dict | None = 
         current = store.read()
         if current is None:
             continue  # released between our create and read: try again
-        if time.time() - float(current.get("heartbeat", 0)) <= STALE_AFTER_S:
-            raise LeaseHeld(_describe(current))
+        if not _holder_gone(current, stale_after_s):
+            raise LeaseHeld(_describe(current, stale_after_s))
         store.remove_stale()
     else:
         raise LeaseHeld(f"could not take the lease {LEASE_NAME}: other writers keep racing for it")
 
     stop = threading.Event()
+    every_s = stale_after_s / HEARTBEATS_PER_TIMEOUT
 
     def beat() -> None:
-        while not stop.wait(HEARTBEAT_S):
+        while not stop.wait(every_s):
             current = store.read()
             if not current or current.get("token") != lease["token"]:
                 return  # taken over (we were presumed gone): stop touching it
@@ -159,7 +192,7 @@ def acquire(run_dir_uri: str, storage_cfg: StorageConfig, holder: dict | None = 
         yield lease
     finally:
         stop.set()
-        thread.join(timeout=HEARTBEAT_S)
+        thread.join(timeout=every_s)
         current = store.read()
         if current and current.get("token") == lease["token"]:
             store.delete()

@@ -103,6 +103,19 @@ def fraction(v) -> str | None:
     return None if v is None or 0 <= v < 1 else "must be in [0, 1)"
 
 
+def no_userinfo(v) -> str | None:
+    """A URL without `user:password@` (S3 requests are signed with the AWS credential chain;
+    a password in a URL would only end up in logs)."""
+    from urllib.parse import urlsplit
+
+    try:
+        netloc = urlsplit(v).netloc if v else ""
+    except ValueError:
+        return "is not a valid URL"
+    return ("must not carry user info (user:password@); credentials come from the AWS "
+            "credential chain" if "@" in netloc else None)
+
+
 # -- introspection -----------------------------------------------------------------------------
 
 

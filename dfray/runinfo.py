@@ -8,6 +8,7 @@ from importlib import metadata
 
 from dfray import SCHEMA_VERSION, results
 from dfray.config import ConfigError, RunConfig
+from dfray.redact import redact_value
 
 PACKAGES = (
     "dfray",
@@ -66,14 +67,15 @@ def start_doc(
         raise ConfigError(
             f"run {cfg.run_id} was started with other detector weights; use a new --run-id"
         )
+    # every URI recorded here loses its query string and user info (dfray.redact)
     doc = {
         **prev,
         "schema_version": SCHEMA_VERSION,
         "kind": kind,
         "run_id": cfg.run_id,
-        "corpus": cfg.corpus,
-        "run_dir": folder.root,
-        "config": cfg.to_dict(),
+        "corpus": redact_value(cfg.corpus),
+        "run_dir": redact_value(folder.root),
+        "config": redact_value(cfg.to_dict()),
         "versions": versions(),
         "state": "running",
         "started_at": prev.get("started_at", started_at.isoformat()),
@@ -82,10 +84,10 @@ def start_doc(
         "attempts": list(prev.get("attempts") or []),
         # spend of earlier attempts, kept even if this attempt dies before its report
         "spent_usd_before": spent_before(previous),
-        **(extra or {}),
+        **redact_value(extra or {}),
     }
     if detectors is not None:
-        doc["detectors"] = detectors
+        doc["detectors"] = redact_value(detectors)
     else:
         doc.pop("detectors", None)
     return doc

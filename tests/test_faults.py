@@ -110,9 +110,6 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(corpus_copy, tmp_pat
     assert r["zz-hold.mp4"]["score"] == pytest.approx(r[good.name]["score"], abs=1e-5)
 
 
-@pytest.mark.xfail(reason="known bug: with the runner package a video that crashes its "
-                   "extract worker on every attempt, next to a FIFO, stalls the run (open)",
-                   run=False)
 def test_poison_and_hanging_videos_become_rows(corpus_copy, tmp_path):
     good = sorted(corpus_copy.glob("*.mp4"))[0]
     (corpus_copy / "poison.mp4").write_bytes(good.read_bytes())

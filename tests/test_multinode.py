@@ -33,5 +33,21 @@ def test_node_removed_mid_run(cluster, corpus_copy, tmp_path):
     r = rows(out / "mn")
     assert len(r) == 6 and all(v["status"] == "ok" for v in r.values())
     doc = json.loads((out / "mn" / "run.json").read_text())
-    assert doc["stats"]["device"].startswith("cuda")  # GPU-typed cluster: GPU actors
+    # GPU-typed nodes without a GPU: the actors took GPU slices and ran on the CPU, and
+    # run.json says what ran, not what the cluster's resources promised
+    assert doc["stats"]["device"] == "cpu"
+    assert set(doc["stats"]["devices"]) == {"extract", "score"}
+    assert all(set(per) == {"cpu"} for per in doc["stats"]["devices"].values())
     assert doc["state"] == "complete"
+
+
+def test_device_label_says_what_ran():
+    from dfray.runner.pipeline import device_label
+
+    assert device_label({}) is None
+    assert device_label({"extract": {"cpu": 2}, "score": {"cpu": 1}}) == "cpu"
+    gpu = {"extract": {"cuda:NVIDIA A10G": 2}, "score": {"cuda:NVIDIA A10G": 1}}
+    assert device_label(gpu) == "cuda:NVIDIA A10G"
+    assert device_label({**gpu, "score": {"cpu": 1}}) == "cuda:NVIDIA A10G+cpu"
+    assert device_label({"score": {"cuda:Tesla T4": 1, "cuda:NVIDIA L4": 1}}) == (
+        "cuda:NVIDIA L4,Tesla T4")

@@ -35,3 +35,15 @@ def test_storage_error_redacts_userinfo():
 
     e = StorageError("cannot read https://user:hunter2@host/x?X-Amz-Security-Token=tok")
     assert "hunter2" not in str(e) and "tok" not in str(e) and isinstance(e, OSError)
+
+
+def test_dfray_log_lines_are_redacted(capsys):
+    """Whatever logs a URI through the `dfray` logger, the line carries no secret."""
+    import logging
+
+    from dfray.cli import setup_logging
+
+    setup_logging()
+    logging.getLogger("dfray").info("fetching %s", "https://u:pw@h/w.pt?X-Amz-Signature=abc")
+    err = capsys.readouterr().err
+    assert "fetching https://h/w.pt" in err and "abc" not in err and "pw@" not in err

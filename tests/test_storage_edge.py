@@ -13,11 +13,16 @@ def _closed_port() -> int:
         return s.getsockname()[1]  # closed again when we return: nothing listens there
 
 
-def test_unreachable_endpoint_is_one_storage_error_naming_it_without_secrets():
-    cfg = StorageConfig(endpoint_url=f"http://user:pw@127.0.0.1:{_closed_port()}", connect_timeout_s=2)
-    with pytest.raises(storage.StorageError, match="cannot reach S3 endpoint http://127.0.0.1") as e:
+def test_unreachable_endpoint_is_one_storage_error_naming_it():
+    cfg = StorageConfig(endpoint_url=f"http://127.0.0.1:{_closed_port()}", connect_timeout_s=2)
+    with pytest.raises(storage.StorageError, match="cannot reach S3 endpoint http://127.0.0.1"):
         storage.check_reachable(cfg)
-    assert "pw" not in str(e.value)
+
+
+def test_endpoint_with_user_info_is_refused_without_showing_it():
+    with pytest.raises(ConfigError, match="--endpoint-url must not carry user info") as e:
+        StorageConfig(endpoint_url="http://user:hunter2@127.0.0.1:9000")
+    assert "hunter2" not in str(e.value) and "http://127.0.0.1:9000" in str(e.value)
 
 
 def test_reachable_endpoint_passes(moto_server):

@@ -33,6 +33,15 @@ class AttemptTracker:
         self.starts: dict[str, int] = {}
         self.ends: dict[str, int] = {}
         self.ended = 0
+        self.devices: dict[str, dict[str, int]] = {}  # stage -> device label -> actor starts
+
+    def ran_on(self, stage: str, device: str) -> None:
+        """An actor of `stage` started with its models on `device` (see device_name)."""
+        per = self.devices.setdefault(stage, {})
+        per[device] = per.get(device, 0) + 1
+
+    def devices_used(self) -> dict[str, dict[str, int]]:
+        return self.devices
 
     def start(self, key: str) -> int:
         """The attempt number: 1 + how often the key's worker died mid-way."""
@@ -71,6 +80,40 @@ def _device(requested: str, use_gpu: bool) -> str:
     return "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
 
 
+def device_name(device: str) -> str:
+    """The device a stage's models actually run on: `cpu`, or `cuda:` and the GPU's name as
+    torch reports it (`cuda:NVIDIA A10G`)."""
+    if not device.startswith("cuda"):
+        return device
+    import torch
+
+    try:
+        return f"cuda:{torch.cuda.get_device_name(torch.device(device))}"
+    except Exception:  # noqa: BLE001 - no usable GPU: the model load has failed already
+        return device
+
+
+def devices_used(tracker) -> dict[str, dict[str, int]]:
+    """What the actors of this attempt ran on: stage -> device -> actor starts ({} if the
+    tracker cannot say)."""
+    import ray
+
+    try:
+        return dict(ray.get(tracker.devices_used.remote(), timeout=10))
+    except Exception:  # noqa: BLE001 - a record only
+        return {}
+
+
+def device_label(devices: dict[str, dict[str, int]]) -> str | None:
+    """One label for what ran (run.json `device`): `cpu`; `cuda:NAME` (names joined by ','
+    when GPUs differ), with `+cpu` when some actors ran on the CPU; None if none started."""
+    seen = {d for per in devices.values() for d in per}
+    gpus = sorted(d.split(":", 1)[1] if ":" in d else "gpu" for d in seen if d.startswith("cuda"))
+    if not gpus:
+        return "cpu" if seen else None
+    return "cuda:" + ",".join(gpus) + ("+cpu" if any(not d.startswith("cuda") for d in seen) else "")
+
+
 class _Extract:
     """Ray Data adapter around dfray.extract.VideoExtractor (one actor per instance).
     With `pngs`, faces leave as PNG-encoded margin crops (a face-cache build)."""
@@ -89,15 +132,17 @@ class _Extract:
         def on_start(vid: str) -> int:
             return ray.get(tracker.start.remote(f"extract/{vid}"))
 
+        device = _device(cfg.device, use_gpu)
         self.stage = VideoExtractor(
             cfg.faces,
             cfg.decode,
             cfg.storage,
-            device=_device(cfg.device, use_gpu),
+            device=device,
             timeout_s=cfg.video_timeout_s,
             max_attempts=cfg.max_attempts,
             on_start=on_start,
         )
+        tracker.ran_on.remote("extract", device_name(device))
 
     def __call__(self, batch):
         import pyarrow as pa
@@ -140,13 +185,15 @@ class _Score:
         _threads(plan.threads)
         self.tracker = tracker
         self.max_attempts = cfg.max_attempts
+        device = _device(cfg.device, use_gpu)
         self.stage = EnsembleScorer(
             cfg.ensemble,
-            device=_device(cfg.device, use_gpu),
+            device=device,
             run_id=cfg.run_id,
             storage=cfg.storage,
             runtime=cfg.cpu_runtime,
         )
+        tracker.ran_on.remote("score", device_name(device))
 
     def __call__(self, batch):
         import pyarrow as pa

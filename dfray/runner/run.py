@@ -21,7 +21,7 @@ import multiprocessing
 import time
 from dataclasses import dataclass
 
-from dfray import cache, results, runinfo, storage
+from dfray import cache, lease, results, runinfo, storage
 from dfray.config import RunConfig
 from dfray.layout import DEFAULT_COSTS, StageCosts, costs_from_stats, plan_layout
 from dfray.progress import Progress, format_stage_table
@@ -68,6 +68,13 @@ def _progress(progress) -> Progress:
 
 
 def _run(cfg, kind, progress, governor, verbose, costs_from) -> RunResult:
+    # one writer per run folder, for the whole run (the nothing-to-do path too)
+    folder = results.RunFolder(cfg.out, cfg.run_id, cfg.storage)
+    with lease.acquire(folder.root, cfg.storage, stale_after_s=cfg.lease_timeout_s):
+        return _run_leased(cfg, kind, progress, governor, verbose, costs_from)
+
+
+def _run_leased(cfg, kind, progress, governor, verbose, costs_from) -> RunResult:
     t_start = time.monotonic()
     started_at = results.now_utc()
     prog = _progress(progress)
@@ -91,9 +98,12 @@ def _run(cfg, kind, progress, governor, verbose, costs_from) -> RunResult:
         prog.phase("loading and checking the detectors")
         detectors = check_detectors(cfg.ensemble, cfg.storage)
     runinfo.start_doc(cfg, folder, detectors, previous, started_at, kind)  # refuses a mismatch
+    listing = None
     if previous is None or not storage.exists(folder.manifest, cfg.storage):
         prog.phase(f"listing {cfg.corpus}")
-        _write_manifest(cfg, folder, source)
+        listing = _write_manifest(cfg, folder, source)
+        for line in listing.lines() if listing else []:
+            log.info(line)
     done = folder.done_ids()
     manifest = results.read_manifest(folder, columns=["video_id"]).column("video_id").to_pylist()
     wanted = manifest if cfg.limit is None else manifest[: cfg.limit]
@@ -104,6 +114,8 @@ def _run(cfg, kind, progress, governor, verbose, costs_from) -> RunResult:
     extra = {"extraction": cache.spec(cfg.decode, cfg.faces)} if kind == "extract" else None
     if source.kind == "cache":
         extra = {"face_cache": cfg.corpus, "extraction": source.cache_doc.get("extraction")}
+    if listing is not None:
+        extra = {**(extra or {}), "listing": listing.to_dict()}
     doc = runinfo.start_doc(cfg, folder, detectors, previous, started_at, kind, extra)
     _write_json(folder, doc_name, doc)
     if starter is None:
@@ -184,6 +196,7 @@ def _execute(cfg, kind, source, folder, done, prog, governor, detectors, calib, 
                 stopped = driver.drive(ds, on_rows, on_tick) if ds is not None else False
         writer.flush()
     finally:
+        devices = pipeline.devices_used(tracker)  # what ran, before the tracker goes
         pipeline.kill(tracker)
         if calib is not None:
             calib.close()
@@ -197,7 +210,8 @@ def _execute(cfg, kind, source, folder, done, prog, governor, detectors, calib, 
         "wall_s": round(wall, 3),
         "n_scored": prog.done,
         "videos_per_s": round(prog.done / wall, 4) if wall > 0 else None,
-        "device": _device_label(layout, cfg),
+        "device": pipeline.device_label(devices),
+        "devices": devices,
         "nodes": pipeline.alive_nodes(),
         "workers": extract_n,
         "score_workers": score_n,
@@ -220,14 +234,6 @@ def _extracted(tracker, prog) -> int:
         return int(ray.get(tracker.extracted.remote(), timeout=0.5))
     except Exception:  # noqa: BLE001 - progress only
         return prog.extracted
-
-
-def _device_label(layout, cfg) -> str:
-    if layout is not None and layout.use_gpu:
-        names = sorted(k.split(":", 1)[1] for k in pipeline.cluster_resources()
-                       if k.startswith("accelerator_type:"))
-        return "cuda:" + (",".join(names) or "gpu")
-    return "cpu"
 
 
 # -- layout --------------------------------------------------------------------------------
@@ -472,14 +478,15 @@ def _score_face_rows(names):
     return face_rows
 
 
-def _write_manifest(cfg, folder, source) -> None:
+def _write_manifest(cfg, folder, source):
+    """The run's manifest; the listing's report (dfray.listing_report) for a corpus."""
     if source.kind == "cache":
         data = storage.read_bytes(storage.join(cfg.corpus, "manifest.parquet"), cfg.storage)
         storage.write_bytes(folder.manifest, data, cfg.storage)
-        return
+        return None
     from dfray.corpus import build_manifest
 
-    build_manifest(cfg.corpus, folder.manifest, cfg.storage, cfg.labels)
+    return build_manifest(cfg.corpus, folder.manifest, cfg.storage, cfg.labels).listing
 
 
 def _read_json(uri: str, cfg, missing_ok: bool = False) -> dict | None:

@@ -3,12 +3,14 @@ PYTHONPATH (the fault tests do that for `dfray score` subprocesses; Ray's worker
 the environment). Production code has no hooks.
 
 - DFRAY_TEST_CRASH_ON=SUBSTR: the process extracting a video whose id contains SUBSTR dies
-  (os._exit), every time: a poison video that crashes its worker.
+  (os._exit) inside the extraction, after the attempt has been counted, every time: a
+  poison video that crashes its worker (as a decoder segfault would).
 - DFRAY_TEST_HOLD_DIR=DIR: the first process to extract a video whose id contains "hold"
   writes DIR/held.pid and blocks until killed; later attempts run normally (the marker
   exists): a test kills that worker mid-video.
 - DFRAY_TEST_HALT_AFTER_PARTS=N: the driver blocks forever after writing N videos parts
-  (a test then kills it at a known point).
+  (a test then kills it at a known point); with DFRAY_TEST_RESUME_FILE=PATH it blocks only
+  until PATH exists, then carries on (a test acts while the run is known to be mid-way).
 """
 
 import os
@@ -17,12 +19,16 @@ import sys
 
 def _patch_extract(mod) -> None:
     orig = mod.VideoExtractor.__call__
+    orig_process = mod.VideoExtractor._process
+
+    def process(self, row, out):
+        crash = os.environ.get("DFRAY_TEST_CRASH_ON")
+        if crash and crash in str(row.get("video_id", "")):
+            os._exit(1)  # the whole process, from the extraction's thread
+        return orig_process(self, row, out)
 
     def call(self, row):
         vid = str(row.get("video_id", ""))
-        crash = os.environ.get("DFRAY_TEST_CRASH_ON")
-        if crash and crash in vid:
-            os._exit(1)
         hold = os.environ.get("DFRAY_TEST_HOLD_DIR")
         if hold and "hold" in vid:
             try:
@@ -38,6 +44,7 @@ def _patch_extract(mod) -> None:
         return orig(self, row)
 
     mod.VideoExtractor.__call__ = call
+    mod.VideoExtractor._process = process
 
 
 def _patch_results(mod) -> None:
@@ -49,10 +56,16 @@ def _patch_results(mod) -> None:
         uri = orig(self, name, table)
         if name == "videos":
             written[0] += 1
-            if written[0] >= limit:
-                import threading
+            if written[0] == limit:
+                resume = os.environ.get("DFRAY_TEST_RESUME_FILE")
+                if not resume:
+                    import threading
 
-                threading.Event().wait()
+                    threading.Event().wait()
+                import time
+
+                while not os.path.exists(resume):
+                    time.sleep(0.2)
         return uri
 
     mod.RunFolder.write_part = write_part
