@@ -212,6 +212,9 @@ class RunConfig:
                                show_default="all")
     device: str = option("auto", flag="--device", choices=("auto", "cpu", "cuda"),
                          help="where MTCNN and the detectors run")
+    compact: bool = option(True, flag="--no-compact", kind="no_flag",
+                           help="leave the part files as written (by default a completed run "
+                                "compacts them into a few large ones; dfray.compaction)")
 
     def __post_init__(self) -> None:
         check_options(self)
