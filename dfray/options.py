@@ -263,6 +263,8 @@ def from_kwargs(cls: type, kwargs: typing.Mapping[str, Any],
     args: dict[str, Any] = {}
     for name, value in kwargs.items():
         meta, tp = metas[name]
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
         if isinstance(value, str) and meta.parse is not None and tp is not str:
             value = meta.parse(value)
         args[name if meta.kind == "positional" else meta.dest] = value
