@@ -49,8 +49,9 @@ def ensure_corpus(work: Path, n_videos: int, seed: int, max_height: int) -> Path
     metadata.json whose videos all exist is a finished corpus and is reused.
     """
     import hashlib
+    import importlib
 
-    from dfray import samples
+    samples = importlib.import_module("dfray.samples")  # the module (dfray.samples is the API)
 
     gen = hashlib.sha256(Path(samples.__file__).read_bytes()).hexdigest()[:8]
     min_height = min(360, max_height)

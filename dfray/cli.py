@@ -104,6 +104,15 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     logger.propagate = False
 
 
+def storage_options(args: argparse.Namespace) -> dict:
+    """The StorageConfig options of parsed arguments (`--endpoint-url`, `--region`,
+    `--profile`), as keyword arguments of the Python API (dfray.api)."""
+    from dfray.config import StorageConfig
+    from dfray.options import option_names
+
+    return {k: getattr(args, k, None) for k in option_names(StorageConfig)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a subcommand. Errors of input and configuration (ValueError, LookupError,
     OSError and their subclasses: ConfigError, CorpusError, WeightsError, StorageError,

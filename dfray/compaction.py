@@ -10,7 +10,9 @@ Protocol (one compaction at a time per folder; the run's driver runs it as its l
    compacted part until a commit names it, so while they are written readers see exactly
    the old parts.
 3. Commit: write `<table>/_commit-<stamp>-<token>.json` naming the new parts (`added`) and
-   the parts they replace (`removed`), in one atomic write (a rename locally, one PUT on
+   the parts they replace (`removed`), and `dropped_duplicates`: the video_id of every
+   duplicate row this and the earlier compactions of the table dropped (a writer bug
+   would show there, not vanish: tests/parts.py counts them), in one atomic write (a rename locally, one PUT on
    S3). From then on readers (RunFolder.parts) see the new parts instead of the old.
 4. Delete the replaced parts, then prune commits whose files are all gone (they no longer
    change what a reader sees).
@@ -76,14 +78,14 @@ def _compact_table(folder: RunFolder, name: str, target_rows: int, on_step) -> d
         added.append(base)
         return storage.join(folder.table_dir(name), base)
 
-    if name == "faces":
-        _write_faces(folder, fs, parts, target_rows, new_uri)
-    else:
-        _write_rows(folder, fs, parts, target_rows, new_uri)
+    write = _write_faces if name == "faces" else _write_rows
+    dropped = write(folder, fs, parts, target_rows, new_uri)
     step(name, "written")
     removed = [p.rsplit("/", 1)[-1] for p in parts]
+    earlier = folder.commits(name)
+    dropped = (earlier[-1].get("dropped_duplicates", []) if earlier else []) + dropped
     doc = {"added": added, "removed": removed, "run_id": folder.run_id,
-           "committed_at": now_utc().isoformat()}
+           "committed_at": now_utc().isoformat(), "dropped_duplicates": dropped}
     commit = storage.join(folder.table_dir(name), f"_commit-{_now_stamp()}-{token}.json")
     storage.write_bytes(commit, json.dumps(doc, indent=1).encode(), folder.cfg)
     step(name, "committed")
@@ -137,12 +139,14 @@ def _put(folder: RunFolder, uri: str, batches: list, schema) -> None:
     storage.write_bytes(uri, buf.getvalue().to_pybytes(), folder.cfg)
 
 
-def _write_rows(folder, fs, parts, target_rows, new_uri) -> None:
-    """videos/: one row per video (the first written), target_rows rows per part."""
+def _write_rows(folder, fs, parts, target_rows, new_uri) -> list[str]:
+    """videos/: one row per video (the first written), target_rows rows per part. Returns
+    the video_id of each row dropped as a duplicate."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     seen: set[str] = set()
+    dropped: list[str] = []
     pending: list = []
     n = written = 0
     schema = None
@@ -152,6 +156,7 @@ def _write_rows(folder, fs, parts, target_rows, new_uri) -> None:
         schema = schema or t.schema.remove_metadata()
         ids = t.column("video_id").to_pylist()
         keep = [not (v in seen or seen.add(v)) for v in ids]
+        dropped += [v for v, k in zip(ids, keep, strict=True) if not k]
         t = t if all(keep) else t.filter(pa.array(keep))
         pending.append(t.cast(schema) if t.schema != schema else t)
         n += len(t)
@@ -163,16 +168,19 @@ def _write_rows(folder, fs, parts, target_rows, new_uri) -> None:
             pending, n = [rest], len(rest)
     if n or not written:  # the rest; or one empty part that keeps the table's schema
         _put(folder, new_uri(), [pa.concat_tables(pending)], schema)
+    return dropped
 
 
-def _write_faces(folder, fs, parts, target_rows, new_uri) -> None:
+def _write_faces(folder, fs, parts, target_rows, new_uri) -> list[str]:
     """faces/: input row groups merged whole (a video's faces never split across row
-    groups), a video kept from the row group it first appears in."""
+    groups), a video kept from the row group it first appears in. Returns the video_id
+    of each row group whose faces of that video were dropped as a duplicate."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     seen: set[str] = set()
+    dropped: list[str] = []
     groups: list = []  # finished row groups of the file being built
     group: list = []  # input row groups of the row group being built
     schema = None
@@ -197,6 +205,7 @@ def _write_faces(folder, fs, parts, target_rows, new_uri) -> None:
             ids = set(t.column("video_id").to_pylist())
             dup = ids & seen
             seen |= ids
+            dropped += sorted(dup)
             if dup:
                 t = t.filter(pc.invert(pc.is_in(t.column("video_id"), pa.array(sorted(dup)))))
             if not len(t):
@@ -215,3 +224,4 @@ def _write_faces(folder, fs, parts, target_rows, new_uri) -> None:
         with fs.open_input_file(parts[0]) as f:
             first = pq.read_table(f)
         _put(folder, new_uri(), [first.slice(0, 0)], first.schema.remove_metadata())
+    return dropped

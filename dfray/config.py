@@ -224,6 +224,9 @@ class RunConfig:
     lease_timeout_s: float = option(120.0, flag="--lease-timeout", check=positive, metavar="S",
                                     help="a run folder's writer lease with no heartbeat for this "
                                          "long belongs to a writer that is gone and is taken over")
+    compact: bool = option(True, flag="--no-compact", kind="no_flag",
+                           help="leave the part files as written (by default a completed run "
+                                "compacts them into a few large ones; dfray.compaction)")
 
     def __post_init__(self) -> None:
         check_options(self)

@@ -254,6 +254,36 @@ def from_args(cls: type, args: Any, environ: typing.Mapping[str, str] | None = N
     return cls(**kw)
 
 
+def option_names(cls: type) -> set[str]:
+    """Field names of every option of `cls` and its nested configs (the Python API's
+    keyword names: `n_frames`, `endpoint_url`, …)."""
+    return {path[-1] for path, *_ in iter_options(cls)}
+
+
+def from_kwargs(cls: type, kwargs: typing.Mapping[str, Any],
+                environ: typing.Mapping[str, str] | None = None, **fixed):
+    """`from_args` for the Python API: options named by their field names (nested
+    configs' too). A string given for an option that parses text (`ensemble`: a YAML path
+    or builtin:NAME) is parsed as its flag's value would be. Unknown names raise
+    ConfigError."""
+    from dfray.config import ConfigError
+
+    metas = {path[-1]: (meta, tp) for path, meta, tp, _ in iter_options(cls)}
+    unknown = sorted(set(kwargs) - set(metas))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known: "
+                          f"{', '.join(sorted(metas))}")
+    args: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        meta, tp = metas[name]
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if isinstance(value, str) and meta.parse is not None and tp is not str:
+            value = meta.parse(value)
+        args[name if meta.kind == "positional" else meta.dest] = value
+    return from_args(cls, args, environ, **fixed)
+
+
 def to_argv(cfg: Any, *, skip: Sequence[str] = ()) -> list[str]:
     """Command-line arguments that rebuild `cfg`'s options (values that differ from the
     default; positional options first). Fields named in `skip` are left out."""

@@ -37,7 +37,7 @@ class Progress:
     total: int = 0
     already_done: int = 0
     every_s: float = 10.0  # between plain lines; the bar refreshes continuously
-    stream: object = field(default=sys.stderr)
+    stream: object = None  # None: sys.stderr when writing (it may be re-opened meanwhile)
     enabled: bool = True
     bar: bool | None = None  # None: a bar when the stream is a terminal
     started: float = field(default_factory=time.monotonic)
@@ -53,8 +53,12 @@ class Progress:
 
     def __post_init__(self) -> None:
         if self.bar is None:
-            isatty = getattr(self.stream, "isatty", None)
+            isatty = getattr(self.out, "isatty", None)
             self.bar = bool(isatty and isatty())
+
+    @property
+    def out(self):
+        return sys.stderr if self.stream is None else self.stream
 
     # -- what happens before and between rows ----------------------------------------------
 
@@ -75,7 +79,7 @@ class Progress:
         if self.enabled and self.bar and self._bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, initial=already_done, file=self.stream,
+            self._bar = tqdm(total=total, initial=already_done, file=self.out,
                              unit="video", dynamic_ncols=True, smoothing=0.1,
                              desc=f"[dfray] {self._phase}" if self._phase else "[dfray]")
 
@@ -150,11 +154,11 @@ class Progress:
             self.maybe_print(force=True)
 
     def _emit(self, message: str) -> None:
-        if self.stream is sys.stderr and log.handlers:
+        if self.stream is None and log.handlers:
             log.info(message)
         else:
             stamp = time.strftime("%H:%M:%S")
-            print(f"[dfray] {stamp} {message}", file=self.stream, flush=True)
+            print(f"[dfray] {stamp} {message}", file=self.out, flush=True)
 
     # -- the stage table -------------------------------------------------------------------
 

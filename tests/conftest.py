@@ -138,7 +138,8 @@ def add_bad_inputs(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def small_run(tiny_corpus, tmp_path_factory, random_config) -> Path:
     """A finished score run (6 good clips and the 4 bad inputs) written one part per video
-    (--flush-rows 1), as a run of many flushes leaves it. Read-only: copy before changing."""
+    (--flush-rows 1) and not compacted (--no-compact), as a run of many flushes leaves it
+    before its compaction. Read-only: copy before changing."""
     from dfray.cli import main
 
     root = tmp_path_factory.mktemp("smallrun")
@@ -146,7 +147,7 @@ def small_run(tiny_corpus, tmp_path_factory, random_config) -> Path:
     shutil.copytree(tiny_corpus, corpus)
     add_bad_inputs(corpus)
     rc = main(["score", str(corpus), "--out", str(root / "out"), "--config", random_config,
-               "--run-id", "r", "--flush-rows", "1", "--quiet"])
+               "--run-id", "r", "--flush-rows", "1", "--no-compact", "--quiet"])
     assert rc == 0
     return root / "out" / "r"
 

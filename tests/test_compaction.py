@@ -148,7 +148,9 @@ def test_a_compacted_face_cache_still_scores(tiny_corpus, tmp_path, random_confi
 
     def cfg(corpus, out, run_id):
         return from_args(RunConfig, {"corpus": str(corpus), "out": str(out), "run_id": run_id,
-                                     "ensemble": random_config, "flush_rows": 1}, environ={})
+                                     "ensemble": random_config, "flush_rows": 1,
+                                     "no_compact": False},  # compacted below, by the test
+                         environ={})
 
     run_extract(cfg(tiny_corpus, tmp_path / "caches", "c"), progress=False)
     cache = results.RunFolder.at(str(tmp_path / "caches" / "c"))

@@ -16,7 +16,7 @@ from dfray.cloud.runstate import rows_and_ids
 from dfray.cloud.shipper import SEED_PART, SHIP_INTERVAL_S, Shipper, ship_on_sigterm
 from dfray.config import StorageConfig
 
-ENTRY_SKIP = ("corpus", "ensemble", "labels", "address", "limit")  # the container's own
+ENTRY_SKIP = ("corpus", "ensemble", "labels", "address", "limit", "compact")  # the container's own
 
 
 def entry_parser():
@@ -244,6 +244,7 @@ def run_entry(args) -> int:
             labels=labels if has_labels else None,
             address=None,  # a local Ray on this instance
             storage=store,
+            compact=False,  # the shipper copies the scratch folder's parts as written
         )
         shipper = Shipper(local, remote, {r["video_id"]: r for r in rows}, host)
 

@@ -27,7 +27,8 @@ MIN_VOLUME_GB, MAX_VOLUME_GB, VOLUME_HEADROOM_GB = 30, 16_384, 20
 # --corpus flag (the S3 root the shard was copied from), the ensemble is a YAML path inside the
 # container, labels come from the manifest, Ray is local, the endpoint and profile are the
 # submitter's (the container uses its role), and --limit applies at submit (the manifest).
-ENTRY_SKIP = ("corpus", "ensemble", "labels", "address", "limit", "endpoint_url", "profile")
+ENTRY_SKIP = ("corpus", "ensemble", "labels", "address", "limit", "endpoint_url", "profile",
+              "compact")
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,8 @@ def run(args) -> int:
     import logging
     import sys
 
-    from dfray.config import StorageConfig
-    from dfray.export import export
-    from dfray.options import from_args
+    from dfray.api import export
+    from dfray.cli import storage_options
 
     log = logging.getLogger("dfray")
     if args.format == "parquet" and args.output is None:
@@ -38,8 +37,7 @@ def run(args) -> int:
     if not 0.0 <= args.fill <= 1.0:
         log.error("--fill must be a probability in [0, 1], got %s", args.fill)
         return 2
-    cfg = from_args(StorageConfig, args)
-    res = export(args.run_dir, args.format, args.output, cfg, fill=args.fill)
+    res = export(args.run_dir, args.format, args.output, fill=args.fill, **storage_options(args))
     if args.output is None:
         sys.stdout.buffer.write(res["data"])
         sys.stdout.flush()

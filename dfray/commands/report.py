@@ -21,10 +21,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from dfray.config import StorageConfig
-    from dfray.options import from_args
-    from dfray.report import write_report
+    from dfray.api import report
+    from dfray.cli import storage_options
 
-    out = write_report(args.run_dir, args.output, from_args(StorageConfig, args))
+    out = report(args.run_dir, args.output, **storage_options(args))
     print(f"report: {out}")
     return 0

@@ -6,6 +6,10 @@ import argparse
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
+    import inspect
+
+    from dfray.api import samples
+
     p = sub.add_parser(
         "samples",
         help="write a labelled synthetic video corpus (DFDC layout)",
@@ -15,47 +19,27 @@ def add_parser(sub) -> argparse.ArgumentParser:
             "metadata.json, into DIR. The same seed gives the same files."
         ),
     )
+    default = {k: v.default for k, v in inspect.signature(samples).parameters.items()}
     p.add_argument("dir", help="output folder (created if missing)")
-    p.add_argument("--videos", type=int, default=16, help="number of clips (default: 16)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument(
-        "--max-height", type=int, default=1080, help="largest frame height (default: 1080)"
-    )
-    p.add_argument(
-        "--min-height", type=int, default=360, help="smallest frame height (default: 360)"
-    )
-    p.add_argument(
-        "--max-seconds", type=float, default=10.0, help="longest clip, seconds (default: 10)"
-    )
-    p.add_argument(
-        "--min-seconds", type=float, default=2.0, help="shortest clip, seconds (default: 2)"
-    )
+    p.add_argument("--videos", type=int, default=default["n_videos"], help="number of clips")
+    p.add_argument("--seed", type=int, default=default["seed"], help="random seed (default: %(default)s)")
+    p.add_argument("--max-height", type=int, default=default["max_height"],
+                   help="largest frame height")
+    p.add_argument("--min-height", type=int, default=default["min_height"],
+                   help="smallest frame height")
+    p.add_argument("--max-seconds", type=float, default=default["max_seconds"],
+                   help="longest clip, seconds")
+    p.add_argument("--min-seconds", type=float, default=default["min_seconds"],
+                   help="shortest clip, seconds")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
-    from pathlib import Path
+    from dfray.api import samples
 
-    from dfray.samples import generate_corpus
-
-    start = time.perf_counter()
-    metadata = generate_corpus(
-        args.dir,
-        n_videos=args.videos,
-        seed=args.seed,
-        min_height=args.min_height,
-        max_height=args.max_height,
-        min_seconds=args.min_seconds,
-        max_seconds=args.max_seconds,
-    )
-    out = Path(args.dir)
-    n_fake = sum(1 for v in metadata.values() if v["label"] == "FAKE")
-    size = sum((out / name).stat().st_size for name in metadata)
-    print(
-        f"wrote {len(metadata)} videos ({len(metadata) - n_fake} real / {n_fake} fake, "
-        f"{size / 1e6:.1f} MB) and metadata.json to {out} "
-        f"in {time.perf_counter() - start:.1f}s"
-    )
+    corpus = samples(args.dir, n_videos=args.videos, seed=args.seed,
+                     min_height=args.min_height, max_height=args.max_height,
+                     min_seconds=args.min_seconds, max_seconds=args.max_seconds)
+    print(corpus)
     return 0

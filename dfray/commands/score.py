@@ -47,20 +47,11 @@ def configs_from_args(args):
 
 
 def run(args) -> int:
-    from dfray.runner import run_scoring
+    from dfray.api import run as score
 
     cfg, budget = configs_from_args(args)
-    from dfray import storage
-
-    if any(storage.is_s3(u or "") for u in (cfg.corpus, cfg.out, cfg.labels)):
-        storage.check_reachable(cfg.storage)  # an unreachable endpoint: exit 2 in seconds
-    governor = None
-    if budget is not None:
-        from dfray.budget.governor import governor_from_config
-
-        governor = governor_from_config(budget, cfg)
-    result = run_scoring(cfg, progress=not args.quiet, governor=governor,
-                         verbose=bool(args.verbose), costs_from=args.costs_from)
+    result = score(cfg, budget, progress=not args.quiet, verbose=bool(args.verbose),
+                   costs_from=args.costs_from)
     counts = ", ".join(f"{k}={v}" for k, v in sorted(result.counts.items()))
     print(f"run {cfg.run_id}: {result.state}; {sum(result.counts.values())}/{result.n_videos} "
           f"videos have a row ({counts}); {result.scored_now} scored in {result.wall_s:.1f}s")

@@ -127,6 +127,8 @@ def _run_leased(cfg, kind, progress, governor, verbose, costs_from) -> RunResult
     state, attempt = _execute(cfg, kind, source, folder, done, prog, governor, detectors,
                               calib, costs_from, previous, t_start)
     prog.close()
+    if state == "complete":
+        _compact(cfg, folder, prog)
     doc = runinfo.finish_doc(doc, folder, state, attempt, governor)
     _write_json(folder, doc_name, doc)
     if prog.enabled and attempt:
@@ -504,12 +506,33 @@ def _write_json(folder, name: str, doc: dict) -> None:
     storage.write_bytes(storage.join(folder.root, name), data, folder.cfg)
 
 
+def _compact(cfg, folder, prog) -> None:
+    """The last step of a completed run: its small part files compacted into a few large
+    ones (dfray.compaction; atomic, one row per video still). A no-op when the folder is
+    compact already; off with --no-compact. A failure leaves a consistent folder (the next
+    run of this id finishes the job) and does not fail the run."""
+    if not cfg.compact:
+        return
+    from dfray.compaction import compact
+
+    try:
+        out = compact(folder)
+    except Exception as e:  # noqa: BLE001 - every row is written; compaction is tidying
+        log.warning("compaction of %s failed (%s); the parts stay as written", folder.root, e)
+        return
+    merged = {k: v for k, v in out.items() if v["parts_after"] < v["parts_before"]}
+    if merged:
+        prog.phase("compacted " + ", ".join(f"{k}/ {v['parts_before']} -> {v['parts_after']} "
+                                            "parts" for k, v in merged.items()))
+
+
 def _nothing_to_do(cfg, folder, doc_name, previous, n_total, t_start, prog) -> RunResult:
     """Every video has a row: no Ray, no new attempt; an unfinished document is closed."""
     doc = dict(previous or {})
     if doc.get("state") != "complete":
         doc = runinfo.finish_doc(doc, folder, "complete", None)
         _write_json(folder, doc_name, doc)
+    _compact(cfg, folder, prog)  # finishes a compaction an earlier attempt did not
     counts = doc.get("counts") or runinfo.video_counts(folder)[0]
     prog.phase(f"run {cfg.run_id}: every video already has a row; nothing to do")
     return RunResult(folder.root, "complete", counts, n_total, 0,
