@@ -14,7 +14,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("samples", "score", "metrics", "report", "export", "detectors", "convert", "plan",
+COMMANDS = ("samples", "score", "rescore", "metrics", "report", "export", "detectors", "convert", "plan",
             "cluster", "sagemaker")
 
 
