@@ -110,6 +110,12 @@ def decode_png(data: bytes) -> np.ndarray:
     return img
 
 
+def finish_row(row: dict) -> dict:
+    """A row of the extract stage as the cache's videos row: an extracted video is `ok`
+    (its faces are in faces/); any other status is final and kept."""
+    return {**row, "status": "ok"} if row.get("status") == "extracted" else row
+
+
 def face_rows(row: dict) -> list[dict]:
     """The faces-table rows of one extracted video (crops PNG-encoded in `face_pngs`)."""
     n = int(row["n_faces"])

@@ -89,6 +89,23 @@ def random_config(tmp_path_factory) -> str:
     return str(p)
 
 
+@pytest.fixture(scope="session")
+def seeded_config(tmp_path_factory) -> str:
+    """random_config's detector with fixed (seeded) weights in a file: two runs in two
+    processes score alike, so their scores can be compared."""
+    import torch
+
+    from dfray.detectors.meso4 import build_meso4
+
+    root = tmp_path_factory.mktemp("seeded")
+    torch.manual_seed(0)
+    torch.save(build_meso4(256).state_dict(), root / "meso4.pt")
+    p = root / "seeded_meso.yaml"
+    p.write_text(RANDOM_MESO.replace("    arch: meso4\n",
+                                     f"    arch: meso4\n    weights: {root / 'meso4.pt'}\n"))
+    return str(p)
+
+
 def add_bad_inputs(root: Path) -> dict[str, str]:
     """The bad inputs of the issue; returns video_id -> expected status."""
     import av

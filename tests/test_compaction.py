@@ -138,9 +138,6 @@ def test_compaction_on_s3(small_run, s3, moto_server):
     assert_raw_once(folder, 10)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runner bug on main (103d38b): a face cache's videos rows keep status 'extracted' and "
-    "RowWriter writes faces only for status 'ok', so no faces/ parts are written; reported"))
 def test_a_compacted_face_cache_still_scores(tiny_corpus, tmp_path, random_config):
     """A real face cache written one part per flush, compacted into one faces part: each
     video's faces stay in one row group, and scoring from the cache (which reads one row

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -88,15 +89,24 @@ def _terraform_env() -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        args, cwd=cwd, env=_terraform_env(), capture_output=True, text=True, timeout=300
+def _run(args: list[str], cwd: Path, timeout_s: float = 300) -> subprocess.CompletedProcess:
+    """Run terraform in its own session with no stdin; on timeout the whole process group
+    (terraform and its provider plugins) is killed, so a stuck plugin cannot hang the test."""
+    proc = subprocess.Popen(
+        args, cwd=cwd, env=_terraform_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"`{' '.join(args)}` did not finish in {timeout_s:.0f}s\n{out}\n{err}")
     assert proc.returncode == 0, (
         f"`{' '.join(args)}` exited {proc.returncode}\n"
-        f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+        f"--- stdout ---\n{out}\n--- stderr ---\n{err}"
     )
-    return proc
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +158,7 @@ def test_ci_script_skips_loudly_without_terraform(tmp_path):
         [str(bindir / "bash"), str(CI_SCRIPT)],
         env={"PATH": str(bindir), "HOME": str(tmp_path)},
         capture_output=True,
+        stdin=subprocess.DEVNULL,
         text=True,
         timeout=60,
     )

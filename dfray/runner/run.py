@@ -149,11 +149,12 @@ def _execute(cfg, kind, source, folder, done, prog, governor, detectors, calib, 
             writer.add(passthrough)
             prog.add(passthrough)
         state = {"stop": False}
+        finish = cache.finish_row if kind == "extract" else (lambda r: r)
 
         def on_rows(rows):
             # one row at a time, the budget checked after each: once it says stop, the
             # rest of the batch is not written (a resume scores those videos)
-            for row in rows:
+            for row in map(finish, rows):
                 writer.add([row])
                 prog.add([row])
                 if _budget_stop(governor, prog, state):
