@@ -197,7 +197,7 @@ def test_each_failure_is_its_own_row_and_the_good_ones_score(clean, cache):
         assert "non-finite" in b.loc["e--nan", "message"] or "nan" in b.loc["e--nan", "message"]
         assert "memory limit" in b.loc["e--huge", "message"]
         assert "leaves the submission folder" in b.loc["folder--e-invalid", "message"]
-        assert (clean / split / "leaderboard.md").read_text().count("| acme--ts |") == 1
+        assert "| acme--ts | ok |" in (clean / split / "leaderboard.md").read_text()
     rows = read_videos(str(clean / "runs" / "e--raise-on-many")).to_pylist()
     assert any(r["status"] == "error" and "refuses" in r["error"] for r in rows)
 
@@ -303,7 +303,7 @@ def test_rescore_on_s3(cache, subs, s3, moto_server, tmp_path):
     got = {k: v["status"] for k, v in doc["submissions"].items()}
     assert got == {"beta_labs--onnx": "ok", "e--garbage": "load_error"}
     beta = doc["submissions"]["beta_labs--onnx"]
-    assert beta["cost_usd"] == pytest.approx(beta["device_s"] / 3600 * 0.192, rel=1e-3)
+    assert beta["cost_usd"] == pytest.approx(beta["device_s"] / 3600 * 0.192, abs=2e-6)
     local = tmp_path / "pub.parquet"
     local.write_bytes(s3.get_object(Bucket="org", Key="lb/public/leaderboard.parquet")["Body"].read())
     assert set(pd.read_parquet(local)["submission"]) == set(got)
