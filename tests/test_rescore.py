@@ -19,6 +19,7 @@ import pytest
 import torch
 import yaml
 from parts import assert_exactly_once
+from test_jobs import ray_head, ray_job  # noqa: F401 - ray_head: a `ray start --head` fixture
 from torch import nn
 
 from dfray.cli import main
@@ -311,3 +312,25 @@ def test_rescore_on_s3(cache, subs, s3, moto_server, tmp_path):
 
     n = read_videos("s3://org/lb/runs/beta_labs--onnx", StorageConfig(endpoint_url=moto_server))
     assert n.num_rows == len(pd.read_parquet(cache / "manifest.parquet"))
+
+
+def test_rescore_as_a_ray_job_with_a_budget(cache, subs, ray_head, tmp_path):  # noqa: F811
+    """`ray job submit -- python jobs/rescore.py … --budget` on a `ray start --head`
+    cluster: the submissions score inside the job, the spend is metered and recorded."""
+    out = tmp_path / "lb"
+    deadline = time.time() + 120
+    for attempt in range(1000):
+        res = ray_job(ray_head, "submit", "--submission-id", f"rescore-{attempt}",
+                      "--working-dir", ".", "--", "python", "jobs/rescore.py", str(cache),
+                      str(subs["good_ts"]), "--out", str(out), "--budget", "5",
+                      "--head-type", "m5.xlarge", "--price", "m5.xlarge=0.192", *FAST)
+        if "No available agent" not in res.stdout + res.stderr or time.time() > deadline:
+            break
+        time.sleep(3)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    doc = json.loads((out / "rescore.json").read_text())
+    assert {k: v["status"] for k, v in doc["submissions"].items()} == {"acme--ts": "ok"}
+    assert doc["budget_usd"] == 5 and doc["spent_usd"] > 0
+    run = json.loads((out / "runs" / "acme--ts" / "run.json").read_text())
+    assert run["spend"]["budget_usd"] == 5 and run["spend"]["limit"] is None
+    assert_exactly_once(out / "runs" / "acme--ts")
