@@ -74,7 +74,6 @@ from dfray.options import at_least, option, positive
 log = logging.getLogger("dfray")
 
 SCORED = ("ok", "video_errors")
-_INHERITED_ENV = ("working_dir", "py_modules", "env_vars", "pip", "uv", "conda")
 NOT_FINAL = ("error", "budget_exhausted")
 EXIT_OK = 0
 EXIT_BUDGET = 3
@@ -154,11 +153,11 @@ class _Rescore:
                             self.scfg)
         return doc
 
-    def cluster(self) -> tuple[str, dict]:
-        """(address, runtime_env) of the Ray cluster the score children join: --address
-        (or RAY_ADDRESS inside a Ray job), else a local Ray started here once (its
-        processes die with this one). The runtime env is this driver's (a job's
-        --working-dir), so the children's workers import the same code."""
+    def cluster_address(self) -> str:
+        """The Ray cluster the score children join: --address (or RAY_ADDRESS inside a Ray
+        job), else a local Ray started here once (its processes die with this one). Inside
+        a Ray job the children inherit the job's environment, so their drivers get the
+        job's runtime env (its --working-dir) as this one does."""
         import ray
 
         from dfray.runner import init_ray
@@ -166,9 +165,7 @@ class _Rescore:
         if not self.ray_up:
             init_ray(self.address, self.verbose)
             self.ray_up = True
-        ctx = ray.get_runtime_context()
-        env = ctx.runtime_env or {}
-        return ctx.gcs_address, {k: v for k, v in dict(env).items() if k in _INHERITED_ENV}
+        return ray.get_runtime_context().gcs_address
 
     def over_budget(self) -> bool:
         if self.budget is None or self.budget.budget_usd is None:
@@ -200,7 +197,7 @@ class _Rescore:
                                            "wall_s": round(time.monotonic() - t0, 3)})
         left -= time.monotonic() - t0
         log.info("submission %s: scoring", sid)
-        outcome = _score_in_child(cfg, self.cluster(), self.budget, self.spent,
+        outcome = _score_in_child(cfg, self.cluster_address(), self.budget, self.spent,
                                   self.rcfg.video_time_limit_s, max(1.0, left),
                                   self.progress, self.verbose)
         run = _read_json(storage.join(run_dir, "run.json"), self.scfg) or {}
@@ -448,20 +445,13 @@ class LimitGovernor:
         return out
 
 
-def _score_child(cfg: RunConfig, runtime_env: dict, budget, prior_spent: float, video_s: float,
-                 progress: bool, verbose: bool, conn) -> None:
+def _score_child(cfg: RunConfig, budget, prior_spent: float, video_s: float, progress: bool,
+                 verbose: bool, conn) -> None:
     from dfray.cli import setup_logging
 
     setup_logging(int(verbose), not progress)
     try:
         from dfray.runner import run_scoring
-
-        if runtime_env:  # the rescore job's working dir for this driver's workers too
-            import ray
-
-            ray.init(address=cfg.address, runtime_env=runtime_env,
-                     logging_level=logging.INFO if verbose else logging.ERROR,
-                     log_to_driver=verbose)
 
         gov = None
         if budget is not None and budget.budget_usd is not None:
@@ -480,16 +470,14 @@ def _score_child(cfg: RunConfig, runtime_env: dict, budget, prior_spent: float, 
         conn.send({"error": error_text(e, limit=1000)})
 
 
-def _score_in_child(cfg: RunConfig, cluster: tuple[str, dict], budget, prior_spent: float,
-                    video_s: float, timeout_s: float, progress: bool, verbose: bool) -> dict:
+def _score_in_child(cfg: RunConfig, address: str, budget, prior_spent: float, video_s: float,
+                    timeout_s: float, progress: bool, verbose: bool) -> dict:
     """Run the submission's score run in a child; its status, message and counts."""
     ctx = _ctx()
     parent, child = ctx.Pipe(duplex=False)
-    address, runtime_env = cluster
     cfg = dataclasses.replace(cfg, address=address)
     proc = ctx.Process(target=_score_child,
-                       args=(cfg, runtime_env, budget, prior_spent, video_s, progress, verbose,
-                             child),
+                       args=(cfg, budget, prior_spent, video_s, progress, verbose, child),
                        name="dfray-score", daemon=False)
     proc.start()
     child.close()
