@@ -143,6 +143,7 @@ class _Rescore:
         self.spent = float(self.doc.get("spent_usd") or 0.0)
         self.address = base.address
         self.ray_up = False
+        self.stopped = False  # the budget stopped a submission: the rest wait for more
         self.price = None
 
     def status_uri(self, sid: str) -> str:
@@ -170,7 +171,7 @@ class _Rescore:
     def over_budget(self) -> bool:
         if self.budget is None or self.budget.budget_usd is None:
             return False
-        return self.spent >= self.budget.budget_usd * (1.0 - self.budget.reserve)
+        return self.stopped or self.spent >= self.budget.budget_usd * (1.0 - self.budget.reserve)
 
     def one(self, sub) -> dict:
         sid = sub.id
@@ -203,6 +204,7 @@ class _Rescore:
         run = _read_json(storage.join(run_dir, "run.json"), self.scfg) or {}
         self.spent += float((run.get("spend") or {}).get("spent_this_attempt_usd") or 0.0)
         doc = {**base, **outcome, "wall_s": round(prior_s + time.monotonic() - t0, 3)}
+        self.stopped = self.stopped or doc["status"] == "budget_exhausted"
         return self.write_status(sid, doc)
 
 

@@ -334,3 +334,24 @@ def test_rescore_as_a_ray_job_with_a_budget(cache, subs, ray_head, tmp_path):  #
     run = json.loads((out / "runs" / "acme--ts" / "run.json").read_text())
     assert run["spend"]["budget_usd"] == 5 and run["spend"]["limit"] is None
     assert_exactly_once(out / "runs" / "acme--ts")
+
+
+def test_limit_governor_stops_when_no_video_finishes_for_the_limit():
+    from types import SimpleNamespace
+
+    from dfray.rescore import LimitGovernor
+
+    now = [100.0]
+    gov = LimitGovernor(10.0, clock=lambda: now[0])
+    prog = SimpleNamespace(done=0)
+    gov.start(5, prog)
+    now[0] = 109.0
+    assert not gov.should_stop(prog)
+    prog.done, now[0] = 1, 115.0  # a video finished: the clock starts again
+    assert not gov.should_stop(prog)
+    now[0] = 124.0
+    assert not gov.should_stop(prog)
+    now[0] = 125.5
+    assert gov.should_stop(prog)
+    assert gov.reason[0] == "video_time_limit"
+    assert gov.report() == {"stopped_reason": gov.reason[1], "limit": "video_time_limit"}
