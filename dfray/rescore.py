@@ -3,8 +3,10 @@
 `rescore(rcfg, base, budget)` (`dfray rescore CACHE SUBMISSION... --out DIR`):
 
     DIR/runs/<submission id>/   a normal score run of the cache (dfray.runner.run_scoring)
-    DIR/status/<id>.json        the submission's status, message, seconds and cost
-    DIR/rescore.json            every submission's status, the rescore's spend
+    DIR/status/<id>.json        the submission's status, message, counts, wall seconds
+    DIR/rescore.json            every submission's status, wall and device seconds, cost;
+                                the spend of every rescore of DIR so far (`--budget` caps
+                                that total; a killed rescore's spend is not carried over)
     DIR/public/, DIR/private/   the leaderboard (dfray.leaderboard.write_leaderboard)
 
 Submissions run one after another, each in its own processes (no Ray Data here; the
