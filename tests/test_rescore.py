@@ -277,10 +277,17 @@ def test_adding_a_submission_scores_only_it(cache, subs, clean, tmp_path):
     runs_before = {sid: json.loads((out / "runs" / sid / "run.json").read_text())
                    for sid in ("acme--ts", "beta_labs--onnx")}
     parts_before = {p.name for p in (out / "runs").rglob("part-*.parquet")}
+    ids = sorted(pd.read_parquet(cache / "manifest.parquet")["video_id"])
+    split = tmp_path / "split.csv"
+    split.write_text("filename,split\n" + "".join(
+        f"{v},{'public' if i % 2 else 'private'}\n" for i, v in enumerate(ids)))
     rc = main(["rescore", str(cache), str(subs["good_ts"].parent), str(subs["raised"].parent),
-               str(subs["late"]), "--out", str(out), "--memory-limit", "6144", *FAST])
+               str(subs["late"]), "--out", str(out), "--memory-limit", "6144",
+               "--split", str(split), *FAST])
     assert rc == 0
     assert statuses(out)["gamma--late"] == "ok"
+    doc = json.loads((out / "public" / "split.json").read_text())
+    assert doc["kind"] == "file" and doc["videos"] == ids[1::2]
     for sid, doc in runs_before.items():
         assert json.loads((out / "runs" / sid / "run.json").read_text()) == doc
     new = {p.relative_to(out / "runs").parts[0]
