@@ -14,8 +14,8 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("samples", "extract", "score", "metrics", "report", "export", "detectors",
-            "convert", "plan", "cluster", "sagemaker")
+COMMANDS = ("samples", "extract", "score", "rescore", "metrics", "report", "export",
+            "detectors", "convert", "plan", "cluster", "sagemaker")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

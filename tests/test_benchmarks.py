@@ -105,3 +105,19 @@ def test_smoke_pipeline_and_reference_agree(tmp_path):
     assert set(doc["per_video"]) == {p.name for p in (tmp_path / "work").glob("corpus-*/*.mp4")}
     assert all(v["n_frames"] == 8 for v in doc["per_video"].values())
     assert doc["pipeline"]["videos_per_s"] > 0 and doc["reference"]["videos_per_s"] > 0
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.slow
+def test_smoke_rescore_benchmark_agrees(tmp_path):
+    """2 submissions, 2 videos, 4 frames: N `dfray score` runs and `dfray extract` + `dfray
+    rescore` give the same runs and leaderboards (the benchmark's own check)."""
+    import bench_rescore
+
+    out_json = tmp_path / "bench.json"
+    rc = bench_rescore.main(["--submissions", "2", "--videos", "2", "--frames", "4",
+                             "--work", str(tmp_path / "work"), "--json", str(out_json),
+                             "--quiet"])
+    assert rc == 0
+    doc = json.loads(out_json.read_text())
+    assert doc["submissions"] == 2 and doc["direct_s"] > 0 and doc["cache_s"] > 0

@@ -15,8 +15,8 @@ def test_help_imports_nothing_heavy():
 
 
 def test_every_subcommand_has_help():
-    for cmd in ("samples", "score", "metrics", "report", "export", "detectors", "plan", "cluster",
-                "sagemaker"):
+    for cmd in ("samples", "score", "rescore", "metrics", "report", "export", "detectors", "plan",
+                "cluster", "sagemaker"):
         out = subprocess.run([sys.executable, "-m", "dfray.cli", cmd, "--help"],
                              capture_output=True, text=True)
         assert out.returncode == 0 and "usage" in out.stdout, (cmd, out.stderr)

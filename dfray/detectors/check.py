@@ -22,11 +22,18 @@ DUMMY_BATCH = 2
 
 
 class DetectorCheckError(ConfigError):
-    """A detector cannot be loaded or fails on a dummy batch; the message names it."""
+    """A detector cannot be loaded or fails on a dummy batch; the message names it.
+    `kind` says which: `load` (weights or format), `raised` (the dummy batch raised),
+    `bad_output` (wrong shape, NaN/inf, outside [0, 1]) or `timeout`."""
+
+    def __init__(self, message: str, kind: str = "load") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def _check_one(spec: DetectorSpec, storage: StorageConfig | None) -> dict:
     from dfray.detectors import create_detector
+    from dfray.detectors.registry import DetectorOutputError
     from dfray.score import error_text
 
     try:
@@ -43,13 +50,14 @@ def _check_one(spec: DetectorSpec, storage: StorageConfig | None) -> dict:
     except Exception as e:  # noqa: BLE001
         raise DetectorCheckError(
             f"detector {spec.name!r} failed on a dummy batch of {DUMMY_BATCH} crops of "
-            f"{s}x{s}: {error_text(e)}"
+            f"{s}x{s}: {error_text(e)}",
+            kind="bad_output" if isinstance(e, DetectorOutputError) else "raised",
         ) from None
     seconds = time.perf_counter() - t0
     if p.shape != (DUMMY_BATCH,) or not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1:
         raise DetectorCheckError(
             f"detector {spec.name!r} gave {p!r} for a dummy batch of {DUMMY_BATCH} crops; "
-            "expected one probability in [0, 1] per crop"
+            "expected one probability in [0, 1] per crop", kind="bad_output"
         )
     params = sum(int(t.numel()) * t.element_size() for t in _tensors(det))
     return {
@@ -92,7 +100,7 @@ def check_detectors(ensemble: EnsembleConfig, storage: StorageConfig | None = No
             except cf.TimeoutError:
                 raise DetectorCheckError(
                     f"detector {spec.name!r} did not answer a dummy batch within "
-                    f"{timeout_s:g} s"
+                    f"{timeout_s:g} s", kind="timeout"
                 ) from None
         return out
     finally:

@@ -1,0 +1,546 @@
+"""Rescoring: every submission scored from one face cache, then the leaderboard.
+
+`rescore(rcfg, base, budget)` (`dfray rescore CACHE SUBMISSION... --out DIR`):
+
+    DIR/runs/<submission id>/   a normal score run of the cache (dfray.runner.run_scoring)
+    DIR/status/<id>.json        the submission's status, message, counts, wall seconds
+    DIR/rescore.json            every submission's status, wall and device seconds, cost;
+                                the spend of every rescore of DIR so far (`--budget` caps
+                                that total; a killed rescore's spend is not carried over)
+    DIR/public/, DIR/private/   the leaderboard (dfray.leaderboard.write_leaderboard)
+
+Submissions run one after another, each in its own processes (no Ray Data here; the
+runner does that):
+
+1. **check child** — a spawned process whose address space is capped at
+   `--memory-limit` MB (`RLIMIT_AS`) loads every detector and gives it one dummy batch
+   (dfray.detectors.check). It must answer within the submission's time left, else it is
+   killed.
+2. **score child** — a spawned process that runs `run_scoring` on the cache into
+   `DIR/runs/<id>/` as a driver of the rescore's Ray cluster (the rescore starts a local
+   Ray once, or joins `--address`). It is killed when the submission's time is up; its
+   Ray actors die with it (a driver's actors share its fate). Inside it a governor stops
+   the run cleanly when no video has finished for `--video-time-limit` seconds (the
+   runner's budget hook; run.json then says `budget_exhausted` and its `spend` names the
+   limit), and carries the `--budget` governor when there is one.
+
+Failure policy — each submission ends with one status (its leaderboard row):
+
+    ok                every video has a row and the detectors failed on none
+    video_errors      complete, but the detectors raised or gave a bad output (wrong
+                      shape, NaN, outside [0, 1]) on some videos: those videos have `error`
+                      rows (filled with 0.5 on the leaderboard), the message counts them
+    invalid           the folder is not a valid submission (submission.yaml, weights paths)
+    load_error        a weights file cannot be loaded
+    raised            a detector raised on the dummy batch
+    bad_output        a detector's output on the dummy batch is not one probability per crop
+    memory_limit      loading or the dummy batch went past --memory-limit
+    time_limit        past --submission-time-limit (loading included); the partial run
+                      folder is kept
+    video_time_limit  no video finished for --video-time-limit seconds while scoring
+    error             the rescore could not run it (message); retried on the next rescore
+    budget_exhausted  the rescore's --budget ran out before or while it ran; resumed by a
+                      rescore with more budget
+
+Only `ok` and `video_errors` have metrics and a rank. Every status but `error` and
+`budget_exhausted` is final: the next rescore of DIR reuses it without running anything
+(a finished submission is not rescored; adding a submission scores only it; a killed
+rescore resumes the submission it was on, from its rows). A changed submission needs a new
+name (its id names the run folder; the runner refuses other weights under the same id).
+
+Limits not enforced: memory while scoring real videos (only the check runs under
+RLIMIT_AS; Ray's own memory monitor guards the node), and a per-video limit finer than
+"no video finished for N s" (a detector slow on one video among fast ones is not stopped
+until the submission's limit).
+
+Wall seconds are the submission's check and score child in this rescore plus the
+recorded attempts of its run in earlier ones (run.json); device seconds
+the detectors' seconds on the submission's videos (sum of `score_s`); cost the device
+seconds at the hourly price of `--worker-type` from the price book (dfray.budget.prices,
+`--price` overrides), none without `--worker-type`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import multiprocessing
+import time
+from dataclasses import dataclass
+
+from dfray import storage
+from dfray.config import RunConfig, StorageConfig
+from dfray.options import at_least, option, positive
+
+log = logging.getLogger("dfray")
+
+SCORED = ("ok", "video_errors")
+NOT_FINAL = ("error", "budget_exhausted")
+EXIT_OK = 0
+EXIT_BUDGET = 3
+_ALLOC = ("can't allocate memory", "cannot allocate memory", "bad_alloc", "memoryerror",
+          "out of memory", "failed to allocate")
+
+
+def _fraction_open(v) -> str | None:
+    return None if v is None or 0 < v < 1 else "must be in (0, 1)"
+
+
+@dataclass(frozen=True)
+class RescoreConfig:
+    """The rescore's own options (the scoring options are RunConfig's)."""
+
+    cache: str
+    submissions: tuple[str, ...]
+    out: str = option(flag="--out", metavar="DIR",
+                      help="rescore folder or s3:// prefix: runs/, status/, public/, private/")
+    submission_time_limit_s: float = option(
+        3600.0, flag="--submission-time-limit", check=positive, metavar="S",
+        help="wall seconds one submission may take, loading and all its attempts included")
+    video_time_limit_s: float = option(
+        300.0, flag="--video-time-limit", check=positive, metavar="S",
+        help="a submission is stopped when no video has finished for this many seconds")
+    memory_limit_mb: int = option(
+        16384, flag="--memory-limit", check=at_least(512), metavar="MB",
+        help="address-space limit of the process that loads a submission and tries it on a "
+             "dummy batch (torch alone maps ~3.5 GB)")
+    split: str | None = option(
+        None, flag="--split", metavar="FILE",
+        help="the public/private split: a filename,split CSV or a DFDC metadata.json",
+        show_default="seeded (--seed, --public-fraction)")
+    public_fraction: float | None = option(
+        None, flag="--public-fraction", check=_fraction_open, metavar="F",
+        help="public share of a seeded split", show_default="dfray.leaderboard's, 0.3")
+    seed: int = option(0, flag="--seed", help="seed of a seeded split and of the bootstrap")
+    n_boot: int = option(1000, flag="--bootstrap", check=at_least(1), metavar="N",
+                         help="bootstrap resamples for the intervals")
+
+    def __post_init__(self) -> None:
+        from dfray.options import check_options
+
+        check_options(self)
+
+
+@dataclass(frozen=True)
+class RescoreResult:
+    out: str
+    statuses: dict  # submission id -> status
+    exit_code: int
+    scored_now: list
+
+
+# -- the orchestrator ----------------------------------------------------------------------
+
+
+class _Rescore:
+    def __init__(self, rcfg: RescoreConfig, base: RunConfig, budget, progress, verbose):
+        self.rcfg = rcfg
+        self.base = base
+        self.budget = budget
+        self.progress = progress
+        self.verbose = verbose
+        self.scfg = base.storage
+        self.doc = _read_json(storage.join(rcfg.out, "rescore.json"), self.scfg) or {}
+        self.spent = float(self.doc.get("spent_usd") or 0.0)
+        self.address = base.address
+        self.ray_up = False
+        self.stopped = False  # the budget stopped a submission: the rest wait for more
+        self.price = None
+
+    def status_uri(self, sid: str) -> str:
+        return storage.join(self.rcfg.out, "status", f"{sid}.json")
+
+    def write_status(self, sid: str, doc: dict) -> dict:
+        storage.write_bytes(self.status_uri(sid), json.dumps(doc, indent=2, default=str).encode(),
+                            self.scfg)
+        return doc
+
+    def cluster_address(self) -> str:
+        """The Ray cluster the score children join: --address (or RAY_ADDRESS inside a Ray
+        job), else a local Ray started here once (its processes die with this one). Inside
+        a Ray job the children inherit the job's environment, so their drivers get the
+        job's runtime env (its --working-dir) as this one does."""
+        import ray
+
+        from dfray.runner import init_ray
+
+        if not self.ray_up:
+            init_ray(self.address, self.verbose)
+            self.ray_up = True
+        return ray.get_runtime_context().gcs_address
+
+    def over_budget(self) -> bool:
+        if self.budget is None or self.budget.budget_usd is None:
+            return False
+        return self.stopped or self.spent >= self.budget.budget_usd * (1.0 - self.budget.reserve)
+
+    def one(self, sub) -> dict:
+        sid = sub.id
+        old = _read_json(self.status_uri(sid), self.scfg)
+        if old and old.get("status") not in NOT_FINAL and old.get("source") == sub.source:
+            log.info("submission %s: %s (already done; not rescored)", sid, old["status"])
+            return old
+        base = {"submission": sid, "team": sub.team, "name": sub.name, "source": sub.source}
+        if self.over_budget():
+            return self.write_status(sid, {**base, "status": "budget_exhausted",
+                                           "message": "the rescore's budget ran out before it"})
+        cfg = dataclasses.replace(self.base, corpus=self.rcfg.cache,
+                                  out=storage.join(self.rcfg.out, "runs"), run_id=sid,
+                                  ensemble=sub.ensemble)
+        run_dir = storage.join(cfg.out, sid)
+        prior_s = _run_wall(run_dir, self.scfg)
+        left = self.rcfg.submission_time_limit_s - prior_s
+        t0 = time.monotonic()
+        log.info("submission %s: checking its detectors", sid)
+        problem = _check_in_child(sub.ensemble, self.scfg, self.rcfg.memory_limit_mb, left)
+        if problem is not None:
+            status, message = problem
+            return self.write_status(sid, {**base, "status": status, "message": message,
+                                           "wall_s": round(time.monotonic() - t0, 3)})
+        left -= time.monotonic() - t0
+        log.info("submission %s: scoring", sid)
+        outcome = _score_in_child(cfg, self.cluster_address(), self.budget, self.spent,
+                                  self.rcfg.video_time_limit_s, max(1.0, left),
+                                  self.progress, self.verbose)
+        run = _read_json(storage.join(run_dir, "run.json"), self.scfg) or {}
+        self.spent += float((run.get("spend") or {}).get("spent_this_attempt_usd") or 0.0)
+        doc = {**base, **outcome, "wall_s": round(prior_s + time.monotonic() - t0, 3)}
+        self.stopped = self.stopped or doc["status"] == "budget_exhausted"
+        return self.write_status(sid, doc)
+
+
+def rescore(rcfg: RescoreConfig, base: RunConfig, budget=None, *, progress: bool = True,
+            verbose: bool = False) -> RescoreResult:
+    """Score every submission of `rcfg.submissions` from `rcfg.cache`, then write the
+    leaderboard (see the module docstring)."""
+    from dfray.submission import find_submissions, load_submissions
+
+    scfg = base.storage
+    folders = find_submissions(list(rcfg.submissions), scfg)
+    subs, bad = load_submissions(folders, scfg)
+    r = _Rescore(rcfg, base, budget, progress, verbose)
+    docs: dict[str, dict] = {}
+    for fid, err in bad:
+        docs[fid] = {"submission": fid, "status": "invalid", "message": str(err),
+                     "source": getattr(err, "submission", "")}
+    scored_now = []
+    for sub in sorted(subs, key=lambda s: s.id):
+        before = _read_json(r.status_uri(sub.id), scfg)
+        try:
+            docs[sub.id] = r.one(sub)
+        except Exception as e:  # noqa: BLE001 - one submission never stops the others
+            from dfray.score import error_text
+
+            log.warning("submission %s: %s", sub.id, error_text(e))
+            docs[sub.id] = r.write_status(sub.id, {
+                "submission": sub.id, "team": sub.team, "name": sub.name, "source": sub.source,
+                "status": "error", "message": error_text(e)})
+        if docs[sub.id] != before:
+            scored_now.append(sub.id)
+        log.info("submission %s: %s %s", sub.id, docs[sub.id]["status"],
+                 docs[sub.id].get("message") or "")
+    _price_and_time(r, docs)
+    write_board(rcfg, docs, scfg)
+    summary = {"cache": rcfg.cache, "spent_usd": round(r.spent, 6),
+               "budget_usd": budget.budget_usd if budget else None,
+               "submissions": {k: {x: v.get(x) for x in ("status", "message", "wall_s",
+                                                          "device_s", "cost_usd")}
+                               for k, v in sorted(docs.items())}}
+    storage.write_bytes(storage.join(rcfg.out, "rescore.json"),
+                        json.dumps(summary, indent=2, default=str).encode(), scfg)
+    stopped = any(d["status"] == "budget_exhausted" for d in docs.values())
+    return RescoreResult(rcfg.out, {k: v["status"] for k, v in docs.items()},
+                         EXIT_BUDGET if stopped else EXIT_OK, scored_now)
+
+
+def _price_and_time(r: _Rescore, docs: dict) -> None:
+    """Device seconds (sum of score_s) and their cost for the submissions with a run."""
+    price = _device_price(r.budget, r.scfg)
+    for sid, d in docs.items():
+        if d["status"] == "invalid":
+            continue
+        videos = _videos(r.rcfg.out, sid, r.scfg)
+        if videos is None:
+            continue
+        s = videos.column("score_s").to_pylist()
+        d["device_s"] = round(float(sum(x for x in s if x is not None)), 3)
+        d["cost_usd"] = None if price is None else round(d["device_s"] / 3600.0 * price, 6)
+
+
+def _device_price(budget, scfg: StorageConfig) -> float | None:
+    if budget is None or not budget.worker_type:
+        return None
+    from dfray.budget.prices import PriceBook, parse_price_overrides
+
+    book = PriceBook(scfg.region or "us-east-1",
+                     overrides=parse_price_overrides(list(budget.prices)))
+    return book.price(budget.worker_type, budget.spot).usd_per_hour
+
+
+def _videos(out: str, sid: str, scfg: StorageConfig):
+    from dfray import results
+
+    run_dir = storage.join(out, "runs", sid)
+    try:
+        return results.read_videos(run_dir, scfg)
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def write_board(rcfg: RescoreConfig, docs: dict, scfg: StorageConfig) -> dict:
+    """The leaderboard of `docs` (submission id -> status doc) into DIR/public, DIR/private."""
+    from dfray import leaderboard as lb
+    from dfray import results
+
+    manifest = results.read_manifest(results.RunFolder.at(rcfg.cache, scfg),
+                                     columns=["video_id", "label"]).to_pylist()
+    ids = [m["video_id"] for m in manifest]
+    labels = {m["video_id"]: m["label"] for m in manifest if m["label"] is not None}
+    if rcfg.split:
+        text = storage.read_bytes(rcfg.split, scfg).decode("utf-8-sig")
+        split = (lb.split_from_metadata({rcfg.split: text}, ids) if rcfg.split.endswith(".json")
+                 else lb.split_from_file(text, ids, rcfg.split))
+    elif rcfg.public_fraction is not None:
+        split = lb.seeded_split(ids, rcfg.seed, rcfg.public_fraction)
+    else:
+        split = lb.seeded_split(ids, rcfg.seed)
+    subs = []
+    for sid, d in sorted(docs.items()):
+        videos = _videos(rcfg.out, sid, scfg) if d["status"] in SCORED else None
+        subs.append(lb.SubmissionResult(
+            id=sid, status=d["status"], videos=videos, team=d.get("team") or "",
+            name=d.get("name") or "", message=d.get("message") or "", wall_s=d.get("wall_s"),
+            device_s=d.get("device_s"), cost_usd=d.get("cost_usd")))
+    boards = lb.build_leaderboard(subs, labels, split, seed=rcfg.seed, n_boot=rcfg.n_boot)
+    return lb.write_leaderboard(boards, rcfg.out, split, scfg, seed=rcfg.seed,
+                                n_boot=rcfg.n_boot)
+
+
+# -- the children ----------------------------------------------------------------------------
+
+
+def _ctx():
+    return multiprocessing.get_context("spawn")
+
+
+def _wait(proc, conn, timeout_s: float):
+    """The child's message, or None if it died without one; kills it past `timeout_s`
+    ('timeout')."""
+    deadline = time.monotonic() + timeout_s
+    msg = None
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            proc.kill()
+            proc.join()
+            return "timeout"
+        if conn.poll(min(left, 1.0)):
+            try:
+                msg = conn.recv()
+            except EOFError:
+                msg = None
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            return msg
+        if not proc.is_alive():
+            proc.join()
+            return conn.recv() if conn.poll(0) else None
+
+
+def _check_child(ensemble, scfg, memory_mb: int, conn) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = memory_mb * 2**20
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        from dfray.detectors.check import check_detectors
+
+        check_detectors(ensemble, scfg, timeout_s=10**9)  # the parent keeps the time
+        conn.send(None)
+    except MemoryError:
+        conn.send(("memory_limit", "MemoryError"))
+    except BaseException as e:  # noqa: BLE001 - everything is the submission's status
+        from dfray.score import error_text
+
+        kind = getattr(e, "kind", "load")
+        text = str(e) if getattr(e, "kind", None) else error_text(e)
+        if any(a in text.lower() for a in _ALLOC):
+            kind = "memory_limit"
+        status = {"load": "load_error", "timeout": "time_limit"}.get(kind, kind)
+        conn.send((status, text))
+
+
+def _check_in_child(ensemble, scfg, memory_mb: int, timeout_s: float):
+    """None if every detector loads and answers a dummy batch within `timeout_s` under
+    the memory limit, else (status, message)."""
+    if timeout_s <= 0:
+        return "time_limit", "no time left for this submission"
+    ctx = _ctx()
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_check_child, args=(ensemble, scfg, memory_mb, child),
+                       name="dfray-check", daemon=True)
+    proc.start()
+    child.close()
+    msg = _wait(proc, parent, timeout_s)
+    if msg == "timeout":
+        return "time_limit", (f"loading and a dummy batch took longer than the {timeout_s:.0f} s "
+                              "left of the submission's time limit")
+    if msg is None and proc.exitcode == 0:
+        return None
+    if msg is None:
+        code = proc.exitcode
+        if code == -9:
+            return "memory_limit", "the process loading it was killed (SIGKILL; out of memory?)"
+        return "load_error", f"the process loading it died (exit code {code})"
+    status, message = msg
+    if status == "memory_limit":
+        message = f"past the memory limit of {memory_mb} MB: {message}"
+    return status, message
+
+
+class LimitGovernor:
+    """The runner's governor hooks (start, planning_resources, should_stop, report): stops
+    the run when no video has finished for `video_s` seconds, and asks `budget` (a
+    BudgetGovernor, or None) too. `reason` says which stopped it."""
+
+    def __init__(self, video_s: float, budget=None, clock=time.monotonic):
+        self.video_s = video_s
+        self.budget = budget
+        self.clock = clock
+        self.reason: tuple[str, str] | None = None
+        self.last = None
+        self.done = 0
+
+    def start(self, n_todo: int, prog=None) -> None:
+        self.last = self.clock()
+        self.done = 0
+        if self.budget is not None:
+            self.budget.start(n_todo, prog)
+
+    def planning_resources(self, cluster):
+        return self.budget.planning_resources(cluster) if self.budget else dict(cluster)
+
+    def should_stop(self, prog) -> bool:
+        now = self.clock()
+        if self.last is None:
+            self.last = now
+        if prog.done != self.done:
+            self.done, self.last = prog.done, now
+        if self.budget is not None and self.budget.should_stop(prog):
+            self.reason = ("budget_exhausted", self.budget.stopped_reason or "budget")
+            return True
+        if now - self.last > self.video_s:
+            self.reason = ("video_time_limit",
+                           f"no video finished for {self.video_s:g} s (--video-time-limit)")
+            return True
+        return False
+
+    def report(self) -> dict:
+        out = self.budget.report() if self.budget is not None else {}
+        if self.reason is not None:
+            out["stopped_reason"] = self.reason[1]
+        out["limit"] = self.reason[0] if self.reason else None
+        return out
+
+
+def _score_child(cfg: RunConfig, budget, prior_spent: float, video_s: float, progress: bool,
+                 verbose: bool, conn) -> None:
+    from dfray.cli import setup_logging
+
+    setup_logging(int(verbose), not progress)
+    try:
+        from dfray.runner import run_scoring
+
+        gov = None
+        if budget is not None and budget.budget_usd is not None:
+            from dfray.budget.governor import governor_from_config
+
+            gov = governor_from_config(budget, cfg)
+            gov.prior_spent_usd = prior_spent  # the cap covers the whole rescore
+        limits = LimitGovernor(video_s, gov)
+        result = run_scoring(cfg, progress=progress, governor=limits, verbose=verbose)
+        conn.send({"state": result.state, "counts": result.counts,
+                   "limit": limits.reason[0] if limits.reason else None,
+                   "reason": limits.reason[1] if limits.reason else None})
+    except BaseException as e:  # noqa: BLE001
+        from dfray.score import error_text
+
+        conn.send({"error": error_text(e, limit=1000)})
+
+
+def _score_in_child(cfg: RunConfig, address: str, budget, prior_spent: float, video_s: float,
+                    timeout_s: float, progress: bool, verbose: bool) -> dict:
+    """Run the submission's score run in a child; its status, message and counts."""
+    ctx = _ctx()
+    parent, child = ctx.Pipe(duplex=False)
+    cfg = dataclasses.replace(cfg, address=address)
+    proc = ctx.Process(target=_score_child,
+                       args=(cfg, budget, prior_spent, video_s, progress, verbose, child),
+                       name="dfray-score", daemon=False)
+    proc.start()
+    child.close()
+    msg = _wait(proc, parent, timeout_s)
+    rows = _row_counts(cfg)
+    done = f"{sum(rows.values())} videos have rows, kept in {storage.join(cfg.out, cfg.run_id)}"
+    if msg == "timeout":
+        return {"status": "time_limit", "counts": rows,
+                "message": f"stopped at the submission's time limit; {done}"}
+    if msg is None:
+        return {"status": "error", "counts": rows,
+                "message": f"the scoring process died (exit code {proc.exitcode}); {done}"}
+    if "error" in msg:
+        return {"status": "error", "message": msg["error"], "counts": rows}
+    if msg["state"] != "complete":
+        status = msg["limit"] or "budget_exhausted"
+        return {"status": status, "counts": rows, "message": f"{msg['reason']}; {done}"}
+    return {**_complete_status(cfg), "counts": msg["counts"]}
+
+
+def _row_counts(cfg: RunConfig) -> dict:
+    from dfray import runinfo
+    from dfray.results import RunFolder
+
+    try:
+        return runinfo.video_counts(RunFolder(cfg.out, cfg.run_id, cfg.storage))[0]
+    except (OSError, ValueError):
+        return {}
+
+
+def _complete_status(cfg: RunConfig) -> dict:
+    """ok, or video_errors when the detectors failed on videos the cache had extracted."""
+    from dfray import results
+
+    cache = results.RunFolder.at(cfg.corpus, cfg.storage).read_table(
+        "videos", columns=["video_id", "status"])
+    extracted = {v for v, s in zip(cache.column("video_id").to_pylist(),
+                                   cache.column("status").to_pylist(), strict=True) if s == "ok"}
+    videos = results.read_videos(storage.join(cfg.out, cfg.run_id), cfg.storage)
+    failed = [(v, e) for v, s, e in zip(videos.column("video_id").to_pylist(),
+                                        videos.column("status").to_pylist(),
+                                        videos.column("error").to_pylist(), strict=True)
+              if s == "error" and v in extracted]
+    if not failed:
+        return {"status": "ok", "message": ""}
+    return {"status": "video_errors",
+            "message": f"the detectors failed on {len(failed)} videos (0.5 on the "
+                       f"leaderboard); first: {failed[0][0]}: {failed[0][1]}"}
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _read_json(uri: str, scfg: StorageConfig) -> dict | None:
+    if not storage.exists(uri, scfg):
+        return None
+    return json.loads(storage.read_bytes(uri, scfg))
+
+
+def _run_wall(run_dir: str, scfg: StorageConfig) -> float:
+    doc = _read_json(storage.join(run_dir, "run.json"), scfg) or {}
+    return float((doc.get("stats") or {}).get("wall_s") or 0.0)
