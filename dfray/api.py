@@ -126,7 +126,8 @@ def run(cfg: RunConfig, budget: BudgetConfig | None = None, *, progress: bool = 
         verbose: bool = False, costs_from: str | None = None) -> RunResult:
     """Score with configs already built (what `score` and the `dfray score` command call):
     an S3 endpoint is checked first (unreachable: StorageError in seconds), a budget gets
-    its spend governor."""
+    its spend governor (which logs what still bills after a budget stop and, with
+    `budget.down_on_exit`, takes the cluster down once run.json is written)."""
     from dfray import storage
     from dfray.runner import run_scoring
 
@@ -137,8 +138,11 @@ def run(cfg: RunConfig, budget: BudgetConfig | None = None, *, progress: bool = 
         from dfray.budget.governor import governor_from_config
 
         governor = governor_from_config(budget, cfg)
-    return run_scoring(cfg, progress=progress, governor=governor, verbose=verbose,
-                       costs_from=costs_from)
+    result = run_scoring(cfg, progress=progress, governor=governor, verbose=verbose,
+                         costs_from=costs_from)
+    if governor is not None and budget.down_on_exit:
+        governor.take_down()
+    return result
 
 
 # -- reading a run -----------------------------------------------------------------------------

@@ -58,7 +58,4 @@ def run(args) -> int:
     print(f"results: {result.run_dir}")
     if result.state == "budget_exhausted":
         print("budget exhausted: resume with the same --run-id and a larger --budget")
-        print(governor.after_stop_message())
-    if governor is not None and budget.down_on_exit:
-        governor.take_down()
     return result.exit_code
