@@ -173,6 +173,7 @@ def default_ensemble() -> EnsembleConfig:
 
 
 CPU_RUNTIMES = ("torch", "onnxruntime")  # dfray.detectors.ort
+LEASE_TIMEOUT_S = 120.0  # a run lease (dfray.lease) or cluster budget lock with no heartbeat
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,7 @@ class RunConfig:
                               help="what runs the detectors on CPU nodes: onnxruntime exports "
                               "each model to ONNX once per node (faster for EfficientNets; "
                               "see benchmarks/RESULTS.md)")
-    lease_timeout_s: float = option(120.0, flag="--lease-timeout", check=positive, metavar="S",
+    lease_timeout_s: float = option(LEASE_TIMEOUT_S, flag="--lease-timeout", check=positive, metavar="S",
                                     help="a run folder's writer lease with no heartbeat for this "
                                          "long belongs to a writer that is gone and is taken over")
     compact: bool = option(True, flag="--no-compact", kind="no_flag",

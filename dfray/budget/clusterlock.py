@@ -6,7 +6,7 @@ nodes. So a governor that caps a cluster first takes ``<config>.dfray-budget.loc
 (exclusive create, as the run lease does), refreshes its heartbeat on its checks, and
 deletes it at the end of its run only if it is still its own. A second budgeted run on the
 cluster is refused with the holder's run, host, pid and heartbeat; a lock whose heartbeat
-is older than ``dfray.lease.STALE_AFTER_S`` belongs to a run that is gone and is taken
+is older than ``dfray.config.LEASE_TIMEOUT_S`` belongs to a run that is gone and is taken
 over. Another attempt of the *same* run (a resume after a crash) takes the lock over. A
 governor that lost its lock (taken over as stale) never restores the cap file.
 """
@@ -20,7 +20,10 @@ import socket
 import time
 import uuid
 
-from dfray.lease import HEARTBEAT_S, STALE_AFTER_S
+from dfray.config import LEASE_TIMEOUT_S as STALE_AFTER_S
+from dfray.lease import HEARTBEATS_PER_TIMEOUT
+
+HEARTBEAT_S = STALE_AFTER_S / HEARTBEATS_PER_TIMEOUT
 
 SUFFIX = ".dfray-budget.lock"
 

@@ -184,6 +184,8 @@ def finalize_run(folder: results.RunFolder, desc: dict, *, budget: bool, say=pri
     sm["job_status"] = {"name": desc.get("ProcessingJobName"), "status": status, "reason": reason}
     doc["sagemaker"] = sm
     folder.write_run_json(doc)
+    if state == "complete":
+        _compact(folder, say)
     say(
         f"run {folder.run_id}: {state}; {n_rows} rows, {len(unscored)} videos unscored "
         f"(job {status}{': ' + reason if reason else ''})"
@@ -192,3 +194,17 @@ def finalize_run(folder: results.RunFolder, desc: dict, *, budget: bool, say=pri
         say("budget exhausted: resume with the same --run-id and a larger --budget")
     return code
 
+
+
+def _compact(folder: results.RunFolder, say) -> None:
+    """A completed job's folder, written part by part by every instance, compacted into a
+    few large parts (dfray.compaction; atomic). A failure leaves the parts as written."""
+    from dfray.compaction import compact
+
+    try:
+        out = compact(folder)
+    except Exception as e:  # noqa: BLE001 - every row is written; compaction is tidying
+        say(f"warning: compaction of {folder.root} failed ({e}); the parts stay as written")
+        return
+    say("compacted " + ", ".join(f"{k}/ {v['parts_before']} -> {v['parts_after']} parts"
+                                 for k, v in out.items()))

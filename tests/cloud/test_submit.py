@@ -90,3 +90,6 @@ def test_complete_wins_over_a_runtime_stop(submitted):
     doc = folder.read_run_json()
     assert doc["state"] == "complete" and "unscored" not in doc
     assert json.loads(json.dumps(doc["counts"])) == {"ok": 3}
+    assert len(folder.parts("videos")) == 1  # a completed job's parts are compacted
+    assert sorted(folder.read_table("videos").column("video_id").to_pylist()) == [
+        "a.mp4", "b.mp4", "c.mp4"]
