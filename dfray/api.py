@@ -35,7 +35,8 @@ class Metrics:
     Unscored labelled videos are filled with `fill["value"]` (0.5, DFDC's prior) and
     counted in `fill["filled"]`, or dropped (`fill["value"]` None) and counted in
     `fill["dropped"]`. A metric is None when it is undefined (no labelled video; ROC AUC
-    and AP need both labels). `to_dict()` is the content of metrics.json."""
+    and AP need both labels). `spend`: every attempt's spend from the run's spend journal
+    (None when the run had no budget). `to_dict()` is the content of metrics.json."""
 
     run_dir: str
     n_videos: int
@@ -48,6 +49,7 @@ class Metrics:
     roc_auc: float | None
     average_precision: float | None
     accuracy: float | None
+    spend: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

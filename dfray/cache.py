@@ -11,7 +11,7 @@ Folder (local or S3), written by `dfray extract` with the same machinery as a sc
                         (no_faces, read_error, decode_error, timeout, error) and its message
     faces/part-*.parquet    one row per face: video_id, frame_index, face_index, box,
                         det_prob, crop — the margin crop (box plus margin) at the frame's
-                        native resolution, PNG-encoded (lossless)
+                        native resolution, an RGB PNG (lossless)
 
 All faces of one video are in one row group of one faces part (the writer adds a video's
 faces in one write; compaction copies whole row groups), so a reader fetches a video's
@@ -23,6 +23,7 @@ same function the direct path uses, so scoring from the cache equals scoring the
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 
 import numpy as np
@@ -87,27 +88,35 @@ def configs_from_spec(doc: dict):
 
 
 def encode_png(crop: np.ndarray) -> bytes:
-    import cv2
+    """An RGB uint8 crop as PNG bytes (lossless). Pillow, not OpenCV: once decord is imported
+    in a process, OpenCV's libpng fails on zlib ("bad parameters to zlib") and imdecode
+    returns None, and a worker that decoded a video may later read the cache."""
+    from PIL import Image
 
     if crop.size == 0:
         return b""
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(crop), [cv2.IMWRITE_PNG_COMPRESSION,
-                                                               PNG_LEVEL])
-    if not ok:
-        raise ValueError(f"cannot PNG-encode a crop of shape {crop.shape}")
-    return buf.tobytes()
+    if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
+        raise ValueError(f"cannot PNG-encode a crop of shape {crop.shape} and {crop.dtype}")
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(crop), "RGB").save(buf, format="PNG",
+                                                            compress_level=PNG_LEVEL)
+    return buf.getvalue()
 
 
 def decode_png(data: bytes) -> np.ndarray:
-    """The crop exactly as it was encoded (channel order is kept as stored)."""
-    import cv2
+    """The crop exactly as it was encoded: an RGB uint8 array."""
+    from PIL import Image
 
     if not data:
         return np.zeros((0, 0, 3), np.uint8)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None or img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError("a cached crop is not a 3-channel PNG")
-    return img
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except Exception as e:  # any decoder failure is a corrupt cache entry
+        raise ValueError(f"a cached crop is not a readable PNG: {e}") from None
+    if img.mode != "RGB":
+        raise ValueError(f"a cached crop is not an RGB PNG (mode {img.mode})")
+    return np.asarray(img)
 
 
 def finish_row(row: dict) -> dict:

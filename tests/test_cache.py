@@ -121,3 +121,24 @@ def test_extract_to_s3_resumes_exactly_once_and_scores(tiny_corpus, s3, moto_ser
     assert rows["broken.mp4"]["status"] == "decode_error"
     assert all(r["status"] == "ok" and 0 <= r["score"] <= 1 for v, r in rows.items()
                if v != "broken.mp4")
+
+
+def test_crops_round_trip_in_a_process_that_imported_decord_first():
+    """A worker that decoded videos (decord loaded first) must still read the cache: with
+    OpenCV's PNG codec it could not (libpng "bad parameters to zlib", imdecode None)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import decord, numpy as np\n"
+        "from dfray.cache import decode_png, encode_png\n"
+        "a = np.random.default_rng(0).integers(0, 256, (247, 207, 3), dtype=np.uint8)\n"
+        "b = decode_png(encode_png(a))\n"
+        "assert b.dtype == np.uint8 and (b == a).all()\n"
+        "print('same')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "same", out.stderr[-2000:]
+    with pytest.raises(ValueError, match="not a readable PNG"):
+        decode_png(b"\x89PNG\r\n\x1a\nbroken")
