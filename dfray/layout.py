@@ -152,3 +152,26 @@ def costs_from_stats(stats: dict, source: str) -> StageCosts | None:
         score_s=(score or 0.0) * threads,
         source=source,
     )
+
+
+def plan_group(n: int, cpus: float, gpus: float, score: Resources,
+               memory_mb: float | None = None) -> Layout:
+    """The score pool of each of `n` ensembles scored together from one read of a face
+    cache (`run_group_scoring`): every ensemble gets its own pool of the same size. CPU
+    nodes: the cores are shared out evenly — floor(C / n) actors each (at least one; when
+    n > C, fractional reservations so that every pool is scheduled at once), one torch
+    thread each, fewer actors where memory does not hold them. GPU nodes: one actor per
+    ensemble, each a 1/n slice of the GPUs (at most the score stage's own share)."""
+    if n < 1:
+        raise ValueError("a group needs at least one ensemble")
+    costs = StageCosts(0.0, 1.0, "group (even shares)")
+    if gpus > 0 and score.gpus:
+        plan = StagePlan(actors=1, cpus=round(min(1.0, max(0.05, (cpus - DRIVER_CPU) / n)), 3),
+                         gpus=round(min(score.gpus, gpus / n), 3), threads=1)
+        return Layout(None, plan, costs, True, None)
+    usable = max(0.1 * n, cpus - DRIVER_CPU - READ_CPU)
+    actors = max(1, math.floor(cpus / n + 1e-9))
+    if memory_mb and score.memory_mb:
+        actors = max(1, min(actors, int(memory_mb / n // score.memory_mb) or 1))
+    plan = StagePlan(actors=actors, cpus=round(usable / (n * actors), 3), gpus=0.0, threads=1)
+    return Layout(None, plan, costs, False, None)

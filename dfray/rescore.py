@@ -9,20 +9,27 @@
                                 that total; a killed rescore's spend is not carried over)
     DIR/public/, DIR/private/   the leaderboard (dfray.leaderboard.write_leaderboard)
 
-Submissions run one after another, each in its own processes (no Ray Data here; the
-runner does that):
+Each submission to score is first checked in its own process; those that pass are scored
+in groups of up to `--group-size`, each group in one process:
 
 1. **check child** — a spawned process whose address space is capped at
    `--memory-limit` MB (`RLIMIT_AS`) loads every detector and gives it one dummy batch
    (dfray.detectors.check). It must answer within the submission's time left, else it is
    killed.
-2. **score child** — a spawned process that runs `run_scoring` on the cache into
-   `DIR/runs/<id>/` as a driver of the rescore's Ray cluster (the rescore starts a local
-   Ray once, or joins `--address`). It is killed when the submission's time is up; its
-   Ray actors die with it (a driver's actors share its fate). Inside it a governor stops
-   the run cleanly when no video has finished for `--video-time-limit` seconds (the
-   runner's budget hook; run.json then says `budget_exhausted` and its `spend` names the
-   limit), and carries the `--budget` governor when there is one.
+2. **group child** — a spawned process that runs `run_group_scoring`
+   (dfray.runner.group) as a driver of the rescore's Ray cluster (the rescore starts a
+   local Ray once, or joins `--address`): the cache's faces are read once for the group,
+   each submission's detectors run in their own actor pool, and each submission gets its
+   own run folder `DIR/runs/<id>/`, as if scored alone. The group is killed when the
+   member with the least time left runs out of it; its actors die with it (a driver's
+   actors share its fate). Inside it a governor stops the group when no video has
+   finished for `--video-time-limit` seconds (the runner's budget hook) and carries the
+   `--budget` governor when there is one.
+3. **score child** — a submission whose run the group did not finish (a limit, a crash,
+   a group of one) is scored alone in the same way, from the rows the group wrote, with
+   its own time left and the same governor; a limit it reaches there is its status.
+   So a submission that hangs or kills its workers costs the group at most one
+   `--video-time-limit`, and the others still finish.
 
 Failure policy — each submission ends with one status (its leaderboard row):
 
@@ -53,8 +60,9 @@ RLIMIT_AS; Ray's own memory monitor guards the node), and a per-video limit fine
 "no video finished for N s" (a detector slow on one video among fast ones is not stopped
 until the submission's limit).
 
-Wall seconds are the submission's check and score child in this rescore plus the
-recorded attempts of its run in earlier ones (run.json); device seconds
+Wall seconds are the submission's check child, the wall time of its group (shared by the
+group's members) and its score child in this rescore, plus the recorded attempts of its
+run in earlier ones (run.json); device seconds
 the detectors' seconds on the submission's videos (sum of `score_s`); cost the device
 seconds at the hourly price of `--worker-type` from the price book (dfray.budget.prices,
 `--price` overrides), none without `--worker-type`.
@@ -112,6 +120,10 @@ class RescoreConfig:
     public_fraction: float | None = option(
         None, flag="--public-fraction", check=_fraction_open, metavar="F",
         help="public share of a seeded split", show_default="dfray.leaderboard's, 0.3")
+    group_size: int = option(
+        8, flag="--group-size", check=at_least(1), metavar="N",
+        help="submissions scored together from one read of the cache, each in its own actor "
+             "pool (1: one at a time)")
     seed: int = option(0, flag="--seed", help="seed of a seeded split and of the bootstrap")
     n_boot: int = option(1000, flag="--bootstrap", check=at_least(1), metavar="N",
                          help="bootstrap resamples for the intervals")
@@ -175,39 +187,110 @@ class _Rescore:
             return False
         return self.stopped or self.spent >= self.budget.budget_usd * (1.0 - self.budget.reserve)
 
-    def one(self, sub) -> dict:
+    def base_doc(self, sub) -> dict:
+        return {"submission": sub.id, "team": sub.team, "name": sub.name, "source": sub.source}
+
+    def prepare(self, sub) -> tuple[dict | None, _Pending | None]:
+        """(its status doc, None) when the submission needs no scoring now — final already,
+        over budget, or its check failed — else (None, what scoring it needs)."""
         sid = sub.id
         old = _read_json(self.status_uri(sid), self.scfg)
         if old and old.get("status") not in NOT_FINAL and old.get("source") == sub.source:
             log.info("submission %s: %s (already done; not rescored)", sid, old["status"])
-            return old
-        base = {"submission": sid, "team": sub.team, "name": sub.name, "source": sub.source}
+            return old, None
+        base = self.base_doc(sub)
         if self.over_budget():
             return self.write_status(sid, {**base, "status": "budget_exhausted",
-                                           "message": "the rescore's budget ran out before it"})
+                                           "message": "the rescore's budget ran out before it"}), None
         cfg = dataclasses.replace(self.base, corpus=self.rcfg.cache,
                                   out=storage.join(self.rcfg.out, "runs"), run_id=sid,
                                   ensemble=sub.ensemble)
-        run_dir = storage.join(cfg.out, sid)
-        prior_s = _run_wall(run_dir, self.scfg)
-        left = self.rcfg.submission_time_limit_s - prior_s
+        prior_s = _run_wall(storage.join(cfg.out, sid), self.scfg)
         t0 = time.monotonic()
         log.info("submission %s: checking its detectors", sid)
-        problem = _check_in_child(sub.ensemble, self.scfg, self.rcfg.memory_limit_mb, left)
+        problem = _check_in_child(sub.ensemble, self.scfg, self.rcfg.memory_limit_mb,
+                                  self.rcfg.submission_time_limit_s - prior_s)
         if problem is not None:
             status, message = problem
             return self.write_status(sid, {**base, "status": status, "message": message,
-                                           "wall_s": round(time.monotonic() - t0, 3)})
-        left -= time.monotonic() - t0
+                                           "wall_s": round(time.monotonic() - t0, 3)}), None
+        return None, _Pending(sub, cfg, base, prior_s + time.monotonic() - t0)
+
+    def left(self, p: _Pending) -> float:
+        return self.rcfg.submission_time_limit_s - p.used_s
+
+    def solo(self, p: _Pending) -> dict:
+        """Score one submission alone in a score child, from whatever rows it has."""
+        sid = p.sub.id
+        if self.over_budget():
+            return self.write_status(sid, {**p.base, "status": "budget_exhausted",
+                                           "message": "the rescore's budget ran out before it"})
+        t0 = time.monotonic()
         log.info("submission %s: scoring", sid)
-        outcome = _score_in_child(cfg, self.cluster_address(), self.budget, self.spent,
-                                  self.rcfg.video_time_limit_s, max(1.0, left),
+        outcome = _score_in_child(p.cfg, self.cluster_address(), self.budget, self.spent,
+                                  self.rcfg.video_time_limit_s, max(1.0, self.left(p)),
                                   self.progress, self.verbose)
-        run = _read_json(storage.join(run_dir, "run.json"), self.scfg) or {}
-        self.spent += float((run.get("spend") or {}).get("spent_this_attempt_usd") or 0.0)
-        doc = {**base, **outcome, "wall_s": round(prior_s + time.monotonic() - t0, 3)}
+        self.spent += _attempt_spend(p.cfg)
+        p.used_s += time.monotonic() - t0
+        doc = {**p.base, **outcome, "wall_s": round(p.used_s, 3)}
         self.stopped = self.stopped or doc["status"] == "budget_exhausted"
         return self.write_status(sid, doc)
+
+    def group(self, plans: list[_Pending]) -> list[dict | None]:
+        """Score `plans` together in one group child (the cache read once, each in its own
+        actor pool; dfray.runner.group). Per plan its status doc, or None where the group
+        did not finish its run (a limit, a crash): that one is then scored alone, with its
+        own limits, from the rows the group wrote."""
+        ids = [p.sub.id for p in plans]
+        log.info("submissions %s: scoring together from one read of the cache", ", ".join(ids))
+        t0 = time.monotonic()
+        outcome = _group_in_child([p.cfg for p in plans], self.cluster_address(), self.budget,
+                                  self.spent, self.rcfg.video_time_limit_s,
+                                  max(1.0, min(self.left(p) for p in plans)), self.progress,
+                                  self.verbose)
+        wall = time.monotonic() - t0
+        # one attempt, one spend: every run of the group records the same report
+        self.spent += max(_attempt_spend(p.cfg) for p in plans)
+        if outcome.get("error") or outcome.get("limit") not in (None, "budget_exhausted"):
+            log.info("the group stopped (%s); its unfinished submissions are scored alone",
+                     outcome.get("error") or outcome.get("reason"))
+        out: list[dict | None] = []
+        for p in plans:
+            p.used_s += wall
+            run = _read_json(storage.join(p.cfg.out, p.cfg.run_id, "run.json"), self.scfg) or {}
+            if run.get("state") == "complete" and not outcome.get("error"):
+                doc = {**p.base, **_complete_status(p.cfg), "counts": _row_counts(p.cfg)}
+            elif outcome.get("limit") == "budget_exhausted":
+                self.stopped = True
+                doc = {**p.base, "status": "budget_exhausted", "counts": _row_counts(p.cfg),
+                       "message": f"{outcome.get('reason')}; its rows are kept"}
+            else:
+                out.append(None)
+                continue
+            out.append(self.write_status(p.sub.id, {**doc, "wall_s": round(p.used_s, 3)}))
+        return out
+
+    def error_doc(self, sub, e: BaseException) -> dict:
+        from dfray.score import error_text
+
+        log.warning("submission %s: %s", sub.id, error_text(e))
+        return self.write_status(sub.id, {**self.base_doc(sub), "status": "error",
+                                          "message": error_text(e)})
+
+
+@dataclass
+class _Pending:
+    """A submission that passed its check and is to be scored."""
+
+    sub: object
+    cfg: RunConfig
+    base: dict
+    used_s: float  # of its time limit: earlier rescores' attempts, its check, its scoring
+
+
+def _attempt_spend(cfg: RunConfig) -> float:
+    run = _read_json(storage.join(cfg.out, cfg.run_id, "run.json"), cfg.storage) or {}
+    return float((run.get("spend") or {}).get("spent_this_attempt_usd") or 0.0)
 
 
 def rescore(rcfg: RescoreConfig, base: RunConfig, budget=None, *, progress: bool = True,
@@ -224,22 +307,38 @@ def rescore(rcfg: RescoreConfig, base: RunConfig, budget=None, *, progress: bool
     for fid, err in bad:
         docs[fid] = {"submission": fid, "status": "invalid", "message": str(err),
                      "source": getattr(err, "submission", "")}
-    scored_now = []
+    before = {sub.id: _read_json(r.status_uri(sub.id), scfg) for sub in subs}
+    pending: list[_Pending] = []
     for sub in sorted(subs, key=lambda s: s.id):
-        before = _read_json(r.status_uri(sub.id), scfg)
         try:
-            docs[sub.id] = r.one(sub)
+            doc, p = r.prepare(sub)
         except Exception as e:  # noqa: BLE001 - one submission never stops the others
-            from dfray.score import error_text
+            doc, p = r.error_doc(sub, e), None
+        if p is not None:
+            pending.append(p)
+        else:
+            docs[sub.id] = doc
+    n = rcfg.group_size
+    for chunk in (pending[i:i + n] for i in range(0, len(pending), n)):
+        got: list[dict | None] = [None] * len(chunk)
+        if len(chunk) > 1 and not r.over_budget():
+            try:
+                got = r.group(chunk)
+            except Exception as e:  # noqa: BLE001 - the members are then scored alone
+                from dfray.score import error_text
 
-            log.warning("submission %s: %s", sub.id, error_text(e))
-            docs[sub.id] = r.write_status(sub.id, {
-                "submission": sub.id, "team": sub.team, "name": sub.name, "source": sub.source,
-                "status": "error", "message": error_text(e)})
-        if docs[sub.id] != before:
-            scored_now.append(sub.id)
-        log.info("submission %s: %s %s", sub.id, docs[sub.id]["status"],
-                 docs[sub.id].get("message") or "")
+                log.warning("the group of %d submissions failed (%s); scoring them alone",
+                            len(chunk), error_text(e))
+        for p, doc in zip(chunk, got, strict=True):
+            if doc is None:
+                try:
+                    doc = r.solo(p)
+                except Exception as e:  # noqa: BLE001 - one submission never stops the others
+                    doc = r.error_doc(p.sub, e)
+            docs[p.sub.id] = doc
+    scored_now = [sid for sid in sorted(before) if docs.get(sid) != before[sid]]
+    for sid in sorted(before):
+        log.info("submission %s: %s %s", sid, docs[sid]["status"], docs[sid].get("message") or "")
     _price_and_time(r, docs)
     write_board(rcfg, docs, scfg)
     summary = {"cache": rcfg.cache, "spent_usd": round(r.spent, 6),
@@ -457,13 +556,7 @@ def _score_child(cfg: RunConfig, budget, prior_spent: float, video_s: float, pro
     try:
         from dfray.runner import run_scoring
 
-        gov = None
-        if budget is not None and budget.budget_usd is not None:
-            from dfray.budget.governor import governor_from_config
-
-            gov = governor_from_config(budget, cfg)
-            gov.prior_spent_usd = prior_spent  # the cap covers the whole rescore
-        limits = LimitGovernor(video_s, gov)
+        limits = LimitGovernor(video_s, _budget_governor(budget, cfg, prior_spent))
         result = run_scoring(cfg, progress=progress, governor=limits, verbose=verbose)
         conn.send({"state": result.state, "counts": result.counts,
                    "limit": limits.reason[0] if limits.reason else None,
@@ -500,6 +593,55 @@ def _score_in_child(cfg: RunConfig, address: str, budget, prior_spent: float, vi
         status = msg["limit"] or "budget_exhausted"
         return {"status": status, "counts": rows, "message": f"{msg['reason']}; {done}"}
     return {**_complete_status(cfg), "counts": msg["counts"]}
+
+
+def _group_child(cfgs: list[RunConfig], budget, prior_spent: float, video_s: float,
+                 progress: bool, verbose: bool, conn) -> None:
+    from dfray.cli import setup_logging
+
+    setup_logging(int(verbose), not progress)
+    try:
+        from dfray.runner.group import run_group_scoring
+
+        limits = LimitGovernor(video_s, _budget_governor(budget, cfgs[0], prior_spent))
+        results = run_group_scoring(cfgs, progress=progress, governor=limits, verbose=verbose)
+        conn.send({"states": [r.state for r in results],
+                   "limit": limits.reason[0] if limits.reason else None,
+                   "reason": limits.reason[1] if limits.reason else None})
+    except BaseException as e:  # noqa: BLE001
+        from dfray.score import error_text
+
+        conn.send({"error": error_text(e, limit=1000)})
+
+
+def _group_in_child(cfgs: list[RunConfig], address: str, budget, prior_spent: float,
+                    video_s: float, timeout_s: float, progress: bool, verbose: bool) -> dict:
+    """Run a group of score runs in a child; what it reported, {"error": …} if it died or
+    was killed at `timeout_s`."""
+    ctx = _ctx()
+    parent, child = ctx.Pipe(duplex=False)
+    cfgs = [dataclasses.replace(c, address=address) for c in cfgs]
+    proc = ctx.Process(target=_group_child,
+                       args=(cfgs, budget, prior_spent, video_s, progress, verbose, child),
+                       name="dfray-group", daemon=False)
+    proc.start()
+    child.close()
+    msg = _wait(proc, parent, timeout_s)
+    if msg == "timeout":
+        return {"error": f"stopped after {timeout_s:.0f} s, the least time a member had left"}
+    if msg is None:
+        return {"error": f"the group's process died (exit code {proc.exitcode})"}
+    return msg
+
+
+def _budget_governor(budget, cfg: RunConfig, prior_spent: float):
+    if budget is None or budget.budget_usd is None:
+        return None
+    from dfray.budget.governor import governor_from_config
+
+    gov = governor_from_config(budget, cfg)
+    gov.prior_spent_usd = prior_spent  # the cap covers the whole rescore
+    return gov
 
 
 def _row_counts(cfg: RunConfig) -> dict:

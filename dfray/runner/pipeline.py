@@ -34,6 +34,7 @@ class AttemptTracker:
         self.ends: dict[str, int] = {}
         self.ended = 0
         self.devices: dict[str, dict[str, int]] = {}  # stage -> device label -> actor starts
+        self.cache_reads = 0  # face-cache row groups read (a group reads each once)
 
     def ran_on(self, stage: str, device: str) -> None:
         """An actor of `stage` started with its models on `device` (see device_name)."""
@@ -64,6 +65,12 @@ class AttemptTracker:
     def extracted(self) -> int:
         """Videos the extract stage has finished (for progress between score batches)."""
         return self.ended
+
+    def read_cache(self) -> None:
+        self.cache_reads += 1
+
+    def cache_reads_done(self) -> int:
+        return self.cache_reads
 
 
 def _threads(n: int) -> None:
@@ -195,17 +202,22 @@ class _Score:
         )
         tracker.ran_on.remote("score", device_name(device))
 
+    key = "score"  # the attempt counter's key prefix
+
     def __call__(self, batch):
         import pyarrow as pa
+
+        return pa.Table.from_pylist(self.score_rows(batch.to_pylist()), schema=self.stage.schema)
+
+    def score_rows(self, rows: list[dict]) -> list[dict]:
         import ray
 
-        rows = batch.to_pylist()
-        keys = [f"score/{r['video_id']}" for r in rows]
+        keys = [f"{self.key}/{r['video_id']}" for r in rows]
         attempts = ray.get(self.tracker.start_many.remote(keys))
         if max(attempts, default=1) == 1:
             out = self.stage(rows)
             ray.get(self.tracker.end_many.remote(keys))
-            return pa.Table.from_pylist(out, schema=self.stage.schema)
+            return out
         # A worker died on this batch before. Close the batch's starts, then score one
         # video at a time, each with its own start and end, so that further crashes are
         # counted against the video that causes them.
@@ -220,7 +232,44 @@ class _Score:
             else:
                 out.extend(self.stage([row]))
             ray.get(self.tracker.end.remote(key))
-        return pa.Table.from_pylist(out, schema=self.stage.schema)
+        return out
+
+
+# what one ensemble of a group adds to a row (the rest of its row is the cache's)
+GROUP_FIELDS = ("status", "error", "score", "model_scores", "score_s", "scored_at",
+                "face_scores")
+
+
+def group_column(slot: int) -> str:
+    return f"group_{slot}"
+
+
+class _GroupScore(_Score):
+    """One ensemble of a group scored from one read of a face cache: the cached rows pass
+    through every ensemble's pool with their crops; this pool scores the rows its run has
+    no row for yet (`skip`: the ids it has) and adds the result as the struct column
+    `group_<slot>` (null for the rows it skips). The last pool drops the crops."""
+
+    def __init__(self, cfg: RunConfig, tracker, plan: StagePlan, use_gpu: bool, slot: int,
+                 skip: frozenset, last: bool):
+        super().__init__(cfg, tracker, plan, use_gpu)
+        self.slot, self.skip, self.last = slot, skip, last
+        self.key = f"score{slot}"
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        from dfray.score import DROPPED
+
+        rows = batch.select(["video_id", "status", "n_faces", "face_crops", "face_shapes",
+                             "face_frame_index", "face_boxes", "face_probs"]).to_pylist()
+        todo = [i for i, r in enumerate(rows) if r["video_id"] not in self.skip]
+        values: list[dict | None] = [None] * len(rows)
+        for i, out in zip(todo, self.score_rows([rows[i] for i in todo]), strict=True):
+            values[i] = {f: out.get(f) for f in GROUP_FIELDS}
+        kind = pa.struct([self.stage.schema.field(f) for f in GROUP_FIELDS])
+        batch = batch.append_column(group_column(self.slot), pa.array(values, type=kind))
+        return batch.drop_columns(list(DROPPED)) if self.last else batch
 
 
 class _ReadCache:
@@ -228,12 +277,14 @@ class _ReadCache:
     rows for the todo videos in it (PNG crops decoded, packed as the extract stage packs
     them)."""
 
-    def __init__(self, store):
+    def __init__(self, store, tracker=None):
         self.store = store
+        self.tracker = tracker
 
     def __call__(self, batch):
         import pyarrow as pa
         import pyarrow.parquet as pq
+        import ray
 
         from dfray.cache import extracted_rows
         from dfray.extract import extract_schema
@@ -243,6 +294,8 @@ class _ReadCache:
             fs, path = storage.filesystem(task["file"], self.store)
             with fs.open_input_file(path) as f:
                 faces = pq.ParquetFile(f).read_row_group(task["row_group"])
+            if self.tracker is not None:
+                ray.get(self.tracker.read_cache.remote())
             videos = {r["video_id"]: r for r in task["videos"]}
             out += extracted_rows(faces, videos)
         return pa.Table.from_pylist(out, schema=extract_schema())
@@ -323,13 +376,41 @@ def cache_dataset(cfg: RunConfig, tasks: list[dict], layout: Layout, tracker, re
     ds = ray.data.from_items(tasks, override_num_blocks=max(1, len(tasks)))
     ds = ds.map_batches(
         _ReadCache,
-        fn_constructor_kwargs={"store": cfg.storage},
+        fn_constructor_kwargs={"store": cfg.storage, "tracker": tracker},
         batch_size=1,
         batch_format="pyarrow",
         num_cpus=READ_CPU,
         compute=ray.data.ActorPoolStrategy(size=1),
     )
     return _add_score(ds, cfg, layout, tracker, resources, fixed)
+
+
+def group_dataset(cfgs: list[RunConfig], skips: list[frozenset], tasks: list[dict],
+                  layout: Layout, tracker, resources: dict):
+    """The lazy pipeline of a group: one read task per faces row group holding videos that
+    some run of the group still needs, then one score pool per ensemble, in turn."""
+    import ray.data
+
+    ds = ray.data.from_items(tasks, override_num_blocks=max(1, len(tasks)))
+    ds = ds.map_batches(
+        _ReadCache,
+        fn_constructor_kwargs={"store": cfgs[0].storage, "tracker": tracker},
+        batch_size=1,
+        batch_format="pyarrow",
+        num_cpus=READ_CPU,
+        compute=ray.data.ActorPoolStrategy(size=1),
+    )
+    for slot, (cfg, skip) in enumerate(zip(cfgs, skips, strict=True)):
+        ds = ds.map_batches(
+            _GroupScore,
+            fn_constructor_kwargs={"cfg": cfg, "tracker": tracker, "plan": layout.score,
+                                   "use_gpu": layout.use_gpu, "slot": slot, "skip": skip,
+                                   "last": slot == len(cfgs) - 1},
+            batch_size=_score_batch(cfg, layout),
+            batch_format="pyarrow",
+            **_actor_kw(layout.score, resources["score"].memory_mb, True),
+        )
+    return ds
 
 
 def _add_score(ds, cfg, layout, tracker, resources, fixed):

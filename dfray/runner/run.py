@@ -388,16 +388,26 @@ def _resources(layout) -> dict:
 def _cache_dataset(cfg, folder, done, layout, tracker, resources):
     """Cached videos without a row: final statuses straight from the cache (the driver
     writes them), extracted ones through the score pool, one read task per row group."""
+    order = results.read_manifest(folder, columns=["video_id"]).column("video_id").to_pylist()
+    if cfg.limit is not None:
+        order = order[: cfg.limit]
+    final, tasks = cache_plan(cfg, {v for v in order if v not in done})
+    passthrough = [_final_from_cache(r, cfg.run_id) for r in final.values()]
+    if not tasks:
+        return None, passthrough
+    return pipeline.cache_dataset(cfg, tasks, layout, tracker, resources), passthrough
+
+
+def cache_plan(cfg, wanted: set) -> tuple[dict, list[dict]]:
+    """For the `wanted` videos of the face cache `cfg.corpus`: (video id -> cache row of
+    each video with a final status, the read tasks of the extracted ones — one per faces
+    row group that holds any of them, with their cache rows)."""
     import pyarrow.parquet as pq
 
     cache_folder = results.RunFolder.at(cfg.corpus, cfg.storage)
     table = cache_folder.read_table("videos")
     if table is None:
         raise ValueError(f"face cache {cfg.corpus} has no videos yet; run `dfray extract` first")
-    order = results.read_manifest(folder, columns=["video_id"]).column("video_id").to_pylist()
-    if cfg.limit is not None:
-        order = order[: cfg.limit]
-    wanted = {v for v in order if v not in done}
     rows: dict[str, dict] = {}
     for r in table.to_pylist():
         if r["video_id"] in wanted and r["video_id"] not in rows:
@@ -408,7 +418,7 @@ def _cache_dataset(cfg, folder, done, layout, tracker, resources):
             f"face cache {cfg.corpus} has no row for {len(missing)} videos of its manifest "
             f"(e.g. {sorted(missing)[0]}): finish it with `dfray extract` and the same run id"
         )
-    passthrough = [_final_from_cache(r, cfg.run_id) for r in rows.values() if r["status"] != "ok"]
+    final = {v: r for v, r in rows.items() if r["status"] != "ok"}
     ok = {v: r for v, r in rows.items() if r["status"] == "ok"}
     tasks = []
     fs, _ = storage.filesystem(cfg.corpus, cfg.storage)
@@ -426,9 +436,7 @@ def _cache_dataset(cfg, folder, done, layout, tracker, resources):
     if ok:
         raise ValueError(f"face cache {cfg.corpus}: no faces for {len(ok)} extracted videos "
                          f"(e.g. {sorted(ok)[0]})")
-    if not tasks:
-        return None, passthrough
-    return pipeline.cache_dataset(cfg, tasks, layout, tracker, resources), passthrough
+    return final, tasks
 
 
 def _final_from_cache(row: dict, run_id: str) -> dict:
