@@ -222,6 +222,11 @@ class RunConfig:
                               help="what runs the detectors on CPU nodes: onnxruntime exports "
                               "each model to ONNX once per node (faster for EfficientNets; "
                               "see benchmarks/RESULTS.md)")
+    detector_memory_mb: int | None = option(
+        None, flag="--detector-memory-limit", check=at_least(256), metavar="MB",
+        help="address space each detector actor on a CPU may map beyond what it had before "
+             "loading the detectors (RLIMIT_AS; dfray.memlimit): a video whose detectors go "
+             "past it gets an error row", show_default="no limit")
     lease_timeout_s: float = option(LEASE_TIMEOUT_S, flag="--lease-timeout", check=positive, metavar="S",
                                     help="a run folder's writer lease with no heartbeat for this "
                                          "long belongs to a writer that is gone and is taken over")

@@ -9,8 +9,9 @@
                                 that total; a killed rescore's spend is not carried over)
     DIR/public/, DIR/private/   the leaderboard (dfray.leaderboard.write_leaderboard)
 
-Each submission to score is first checked in its own process; those that pass are scored
-in groups of up to `--group-size`, each group in one process:
+Each submission to score is first checked in its own process (two at a time, while the
+rescore starts or joins its Ray cluster); those that pass are scored in groups of up to
+`--group-size`, each group in one process:
 
 1. **check child** — a spawned process whose address space is capped at
    `--memory-limit` MB (`RLIMIT_AS`) loads every detector and gives it one dummy batch
@@ -41,7 +42,10 @@ Failure policy — each submission ends with one status (its leaderboard row):
     load_error        a weights file cannot be loaded
     raised            a detector raised on the dummy batch
     bad_output        a detector's output on the dummy batch is not one probability per crop
-    memory_limit      loading or the dummy batch went past --memory-limit
+    memory_limit      loading or the dummy batch went past --memory-limit, or, while
+                      scoring, a detector actor grew past it on some video (on CPUs:
+                      each actor's address space may grow by --memory-limit MB after it
+                      starts, dfray.memlimit); its rows are kept, it has no rank
     time_limit        past --submission-time-limit (loading included); the partial run
                       folder is kept
     video_time_limit  no video finished for --video-time-limit seconds while scoring
@@ -55,8 +59,9 @@ Only `ok` and `video_errors` have metrics and a rank. Every status but `error` a
 rescore resumes the submission it was on, from its rows). A changed submission needs a new
 name (its id names the run folder; the runner refuses other weights under the same id).
 
-Limits not enforced: memory while scoring real videos (only the check runs under
-RLIMIT_AS; Ray's own memory monitor guards the node), and a per-video limit finer than
+Limits not enforced: memory while scoring on a GPU node (CUDA reserves more address space
+than it uses, so RLIMIT_AS cannot apply there; Ray's memory monitor guards the node), and a
+per-video limit finer than
 "no video finished for N s" (a detector slow on one video among fast ones is not stopped
 until the submission's limit).
 
@@ -70,6 +75,7 @@ seconds at the hourly price of `--worker-type` from the price book (dfray.budget
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
@@ -87,8 +93,7 @@ SCORED = ("ok", "video_errors")
 NOT_FINAL = ("error", "budget_exhausted")
 EXIT_OK = 0
 EXIT_BUDGET = 3
-_ALLOC = ("can't allocate memory", "cannot allocate memory", "bad_alloc", "memoryerror",
-          "out of memory", "failed to allocate")
+CHECKS_AT_ONCE = 2  # check children running together (each imports torch: CPU-bound)
 
 
 def _fraction_open(v) -> str | None:
@@ -112,7 +117,8 @@ class RescoreConfig:
     memory_limit_mb: int = option(
         16384, flag="--memory-limit", check=at_least(512), metavar="MB",
         help="address-space limit of the process that loads a submission and tries it on a "
-             "dummy batch (torch alone maps ~3.5 GB)")
+             "dummy batch (torch alone maps ~3.5 GB), and what each of its detector actors on "
+             "a CPU may map beyond what it had before loading it while scoring")
     split: str | None = option(
         None, flag="--split", metavar="FILE",
         help="the public/private split: a filename,split CSV or a DFDC metadata.json",
@@ -204,17 +210,35 @@ class _Rescore:
                                            "message": "the rescore's budget ran out before it"}), None
         cfg = dataclasses.replace(self.base, corpus=self.rcfg.cache,
                                   out=storage.join(self.rcfg.out, "runs"), run_id=sid,
-                                  ensemble=sub.ensemble)
+                                  ensemble=sub.ensemble,
+                                  detector_memory_mb=self.rcfg.memory_limit_mb)
         prior_s = _run_wall(storage.join(cfg.out, sid), self.scfg)
-        t0 = time.monotonic()
         log.info("submission %s: checking its detectors", sid)
-        problem = _check_in_child(sub.ensemble, self.scfg, self.rcfg.memory_limit_mb,
-                                  self.rcfg.submission_time_limit_s - prior_s)
-        if problem is not None:
-            status, message = problem
-            return self.write_status(sid, {**base, "status": status, "message": message,
-                                           "wall_s": round(time.monotonic() - t0, 3)}), None
-        return None, _Pending(sub, cfg, base, prior_s + time.monotonic() - t0)
+        check = _CheckChild(sub.ensemble, self.scfg, self.rcfg.memory_limit_mb,
+                            self.rcfg.submission_time_limit_s - prior_s)
+        return None, _Pending(sub, cfg, base, prior_s, check)
+
+    def checked(self, p: _Pending) -> dict | None:
+        """Waits for `p`'s check child: its status doc if the check failed, else None."""
+        problem = p.check.result()
+        took = time.monotonic() - p.check.started
+        p.used_s += took
+        p.check = None
+        if problem is None:
+            return None
+        status, message = problem
+        return self.write_status(p.sub.id, {**p.base, "status": status, "message": message,
+                                            "wall_s": round(took, 3)})
+
+    def start_cluster(self) -> None:
+        """Starts (or joins) the Ray cluster while the checks run; a failure here is left
+        to the scoring, which then records it per submission."""
+        try:
+            self.cluster_address()
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            from dfray.score import error_text
+
+            log.warning("Ray did not start yet (%s); retried when scoring", error_text(e))
 
     def left(self, p: _Pending) -> float:
         return self.rcfg.submission_time_limit_s - p.used_s
@@ -286,6 +310,7 @@ class _Pending:
     cfg: RunConfig
     base: dict
     used_s: float  # of its time limit: earlier rescores' attempts, its check, its scoring
+    check: _CheckChild | None = None  # its check, while it runs
 
 
 def _attempt_spend(cfg: RunConfig) -> float:
@@ -297,9 +322,13 @@ def rescore(rcfg: RescoreConfig, base: RunConfig, budget=None, *, progress: bool
             verbose: bool = False) -> RescoreResult:
     """Score every submission of `rcfg.submissions` from `rcfg.cache`, then write the
     leaderboard (see the module docstring)."""
+    from dfray import cache
     from dfray.submission import find_submissions, load_submissions
 
     scfg = base.storage
+    if not cache.is_cache(rcfg.cache, scfg):
+        raise ValueError(f"{rcfg.cache} is not a face cache (no {cache.CACHE_JSON}); make one "
+                         "with `dfray extract CORPUS --out ROOT --run-id ID`")
     folders = find_submissions(list(rcfg.submissions), scfg)
     subs, bad = load_submissions(folders, scfg)
     r = _Rescore(rcfg, base, budget, progress, verbose)
@@ -309,15 +338,33 @@ def rescore(rcfg: RescoreConfig, base: RunConfig, budget=None, *, progress: bool
                      "source": getattr(err, "submission", "")}
     before = {sub.id: _read_json(r.status_uri(sub.id), scfg) for sub in subs}
     pending: list[_Pending] = []
+    checking: collections.deque[_Pending] = collections.deque()
+
+    def drain(n: int) -> None:  # waits for checks until at most n run
+        while len(checking) > n:
+            p = checking.popleft()
+            try:
+                doc = r.checked(p)
+            except Exception as e:  # noqa: BLE001 - one submission never stops the others
+                doc = r.error_doc(p.sub, e)
+            if doc is None:
+                pending.append(p)
+            else:
+                docs[p.sub.id] = doc
+
     for sub in sorted(subs, key=lambda s: s.id):
         try:
             doc, p = r.prepare(sub)
         except Exception as e:  # noqa: BLE001 - one submission never stops the others
             doc, p = r.error_doc(sub, e), None
-        if p is not None:
-            pending.append(p)
-        else:
+        if p is None:
             docs[sub.id] = doc
+            continue
+        checking.append(p)
+        if not r.ray_up:
+            r.start_cluster()  # while the first checks run
+        drain(CHECKS_AT_ONCE - 1)
+    drain(0)
     n = rcfg.group_size
     for chunk in (pending[i:i + n] for i in range(0, len(pending), n)):
         got: list[dict | None] = [None] * len(chunk)
@@ -450,13 +497,9 @@ def _wait(proc, conn, timeout_s: float):
 
 
 def _check_child(ensemble, scfg, memory_mb: int, conn) -> None:
-    import resource
+    from dfray.memlimit import cap_address_space, is_alloc_error
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = memory_mb * 2**20
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    cap_address_space(memory_mb)
     try:
         from dfray.detectors.check import check_detectors
 
@@ -469,38 +512,50 @@ def _check_child(ensemble, scfg, memory_mb: int, conn) -> None:
 
         kind = getattr(e, "kind", "load")
         text = str(e) if getattr(e, "kind", None) else error_text(e)
-        if any(a in text.lower() for a in _ALLOC):
+        if is_alloc_error(text):
             kind = "memory_limit"
         status = {"load": "load_error", "timeout": "time_limit"}.get(kind, kind)
         conn.send((status, text))
 
 
-def _check_in_child(ensemble, scfg, memory_mb: int, timeout_s: float):
-    """None if every detector loads and answers a dummy batch within `timeout_s` under
-    the memory limit, else (status, message)."""
-    if timeout_s <= 0:
-        return "time_limit", "no time left for this submission"
-    ctx = _ctx()
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_check_child, args=(ensemble, scfg, memory_mb, child),
-                       name="dfray-check", daemon=True)
-    proc.start()
-    child.close()
-    msg = _wait(proc, parent, timeout_s)
-    if msg == "timeout":
-        return "time_limit", (f"loading and a dummy batch took longer than the {timeout_s:.0f} s "
-                              "left of the submission's time limit")
-    if msg is None and proc.exitcode == 0:
-        return None
-    if msg is None:
-        code = proc.exitcode
-        if code == -9:
-            return "memory_limit", "the process loading it was killed (SIGKILL; out of memory?)"
-        return "load_error", f"the process loading it died (exit code {code})"
-    status, message = msg
-    if status == "memory_limit":
-        message = f"past the memory limit of {memory_mb} MB: {message}"
-    return status, message
+class _CheckChild:
+    """A submission's check child, started at once; `result()` waits for it: None if every
+    detector loads and answers a dummy batch within `timeout_s` (from the start) under the
+    memory limit, else (status, message)."""
+
+    def __init__(self, ensemble, scfg, memory_mb: int, timeout_s: float):
+        self.memory_mb, self.timeout_s = memory_mb, timeout_s
+        self.started = time.monotonic()
+        self.proc = None
+        if timeout_s <= 0:
+            return
+        ctx = _ctx()
+        self.conn, child = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=_check_child, args=(ensemble, scfg, memory_mb, child),
+                                name="dfray-check", daemon=True)
+        self.proc.start()
+        child.close()
+
+    def result(self) -> tuple[str, str] | None:
+        if self.proc is None:
+            return "time_limit", "no time left for this submission"
+        msg = _wait(self.proc, self.conn,
+                    self.timeout_s - (time.monotonic() - self.started))
+        if msg == "timeout":
+            return "time_limit", (f"loading and a dummy batch took longer than the "
+                                  f"{self.timeout_s:.0f} s left of the submission's time limit")
+        if msg is None and self.proc.exitcode == 0:
+            return None
+        if msg is None:
+            code = self.proc.exitcode
+            if code == -9:
+                return "memory_limit", ("the process loading it was killed (SIGKILL; out of "
+                                        "memory?)")
+            return "load_error", f"the process loading it died (exit code {code})"
+        status, message = msg
+        if status == "memory_limit":
+            message = f"past the memory limit of {self.memory_mb} MB: {message}"
+        return status, message
 
 
 class LimitGovernor:
@@ -669,6 +724,13 @@ def _complete_status(cfg: RunConfig) -> dict:
               if s == "error" and v in extracted]
     if not failed:
         return {"status": "ok", "message": ""}
+    from dfray.memlimit import is_alloc_error
+
+    oom = [(v, e) for v, e in failed if is_alloc_error(e or "")]
+    if oom:
+        return {"status": "memory_limit",
+                "message": f"past the memory limit of {cfg.detector_memory_mb} MB while "
+                           f"scoring {len(oom)} videos; first: {oom[0][0]}: {oom[0][1]}"}
     return {"status": "video_errors",
             "message": f"the detectors failed on {len(failed)} videos (0.5 on the "
                        f"leaderboard); first: {failed[0][0]}: {failed[0][1]}"}

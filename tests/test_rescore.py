@@ -73,6 +73,20 @@ class HugeAlloc(nn.Module):
         return x.mean(dim=[1, 2, 3]).unsqueeze(1) + y[:1].float() * 0.0
 
 
+class HugeOnFaces(nn.Module):
+    """Passes the check's dummy batch (uniform noise) and asks for 12 GiB on real face crops:
+    neighbouring pixels of a photo differ far less than those of noise (|dx| / std ~1.1 for
+    noise, well under 0.6 for faces)."""
+
+    def forward(self, x):
+        dx = (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean() / (x.std() + 1e-6)
+        p = torch.sigmoid(x.mean(dim=[1, 2, 3]).unsqueeze(1))
+        if bool(dx < 0.6):
+            y = torch.empty([12 * 1024 * 1024 * 1024], dtype=torch.uint8)
+            p = p + y[:1].float() * 0.0
+        return p
+
+
 class HangAlways(nn.Module):
     def forward(self, x):
         n = x.shape[0]
@@ -141,6 +155,8 @@ def subs(tmp_path_factory) -> dict[str, Path]:
         "bad_output": submission(bad, "e", "nan", "onnx", NanAlways()),
         "load_error": submission(bad, "e", "garbage", "onnx", data=b"not an onnx file" * 10),
         "memory_limit": submission(bad, "e", "huge", "torchscript", HugeAlloc(), script=True),
+        "memory_scoring": submission(bad, "e", "huge-on-faces", "torchscript", HugeOnFaces(),
+                                     script=True),
         "hang_load": submission(root / "hang1", "h", "load", "torchscript", HangAlways(),
                                 script=True),
         "hang_video": submission(root / "hang2", "h", "video", "torchscript", HangOnMany(),
@@ -180,10 +196,14 @@ def test_each_failure_is_its_own_row_and_the_good_ones_score(clean, cache):
         "acme--ts": "ok", "beta_labs--onnx": "ok",
         "e--raise-on-many": "video_errors", "e--raise": "raised", "e--nan": "bad_output",
         "e--garbage": "load_error", "e--huge": "memory_limit", "folder--e-invalid": "invalid",
+        "e--huge-on-faces": "memory_limit",
     }, got
     manifest = set(pd.read_parquet(cache / "manifest.parquet")["video_id"])
-    for sid in ("acme--ts", "beta_labs--onnx", "e--raise-on-many"):
+    for sid in ("acme--ts", "beta_labs--onnx", "e--raise-on-many", "e--huge-on-faces"):
         assert_exactly_once(clean / "runs" / sid, manifest)
+    # past the limit while scoring real faces: error rows, the others of its group scored
+    rows = read_videos(str(clean / "runs" / "e--huge-on-faces")).to_pylist()
+    assert any(r["status"] == "error" and "allocate" in r["error"] for r in rows)
     for split in ("public", "private"):
         b = board(clean, split)
         assert set(b.index) == set(got)
@@ -197,6 +217,7 @@ def test_each_failure_is_its_own_row_and_the_good_ones_score(clean, cache):
         assert "always fails" in b.loc["e--raise", "message"]
         assert "non-finite" in b.loc["e--nan", "message"] or "nan" in b.loc["e--nan", "message"]
         assert "memory limit" in b.loc["e--huge", "message"]
+        assert "memory limit of 6144 MB while scoring" in b.loc["e--huge-on-faces", "message"]
         assert "leaves the submission folder" in b.loc["folder--e-invalid", "message"]
         assert "| acme--ts | ok |" in (clean / split / "leaderboard.md").read_text()
     rows = read_videos(str(clean / "runs" / "e--raise-on-many")).to_pylist()
@@ -363,3 +384,11 @@ def test_limit_governor_stops_when_no_video_finishes_for_the_limit():
     assert gov.should_stop(prog)
     assert gov.reason[0] == "video_time_limit"
     assert gov.report() == {"stopped_reason": gov.reason[1], "limit": "video_time_limit"}
+
+
+def test_a_folder_that_is_not_a_face_cache_is_refused_before_any_check(subs, tmp_path, capsys):
+    out = tmp_path / "lb"
+    rc = main(["rescore", str(tmp_path), str(subs["good_ts"]), "--out", str(out), *FAST])
+    assert rc != 0
+    assert "is not a face cache" in capsys.readouterr().err
+    assert not out.exists()  # nothing checked, nothing written

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 
 # RunConfig fields that belong to the score stage only
-SCORE_ONLY = ("ensemble", "write_faces", "score_actors", "score_batch_videos")
+SCORE_ONLY = ("ensemble", "write_faces", "score_actors", "score_batch_videos",
+              "detector_memory_mb")
 
 
 def add_parser(sub) -> None:

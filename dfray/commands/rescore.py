@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 
-# RunConfig fields that a rescore sets itself or that belong to extraction (the cache's)
+# RunConfig fields that a rescore sets itself (detector_memory_mb from --memory-limit) or
+# that belong to extraction (the cache's)
 RUN_SKIP = ("corpus", "out", "run_id", "ensemble", "labels", "n_frames", "video_timeout_s",
-            "max_attempts", "extract_actors")
+            "max_attempts", "extract_actors", "detector_memory_mb")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

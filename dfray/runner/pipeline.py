@@ -193,6 +193,11 @@ class _Score:
         self.tracker = tracker
         self.max_attempts = cfg.max_attempts
         device = _device(cfg.device, use_gpu)
+        if cfg.detector_memory_mb is not None and device == "cpu":
+            # CUDA reserves far more address space than it uses: no such cap on GPUs
+            from dfray.memlimit import cap_address_space
+
+            cap_address_space(cfg.detector_memory_mb, on_top=True)
         self.stage = EnsembleScorer(
             cfg.ensemble,
             device=device,
