@@ -35,7 +35,7 @@ import numpy as np
 from dfray.metrics import (
     EPS,
     METRICS,
-    ranking_metrics,
+    resampled_ranking_metrics,
     score_arrays,
     video_correct,
     video_log_loss,
@@ -165,9 +165,10 @@ def _bootstrap(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> dict[str, np.nd
     undefined (one class drawn). The same per-video formulas as score_arrays."""
     out = {"log_loss": video_log_loss(y, p)[idx].mean(axis=1),
            "accuracy": video_correct(y, np.clip(p, EPS, 1 - EPS))[idx].mean(axis=1)}
-    ranking = [ranking_metrics(y[row], np.clip(p[row], EPS, 1 - EPS)) for row in idx]
-    for i, m in enumerate(("roc_auc", "average_precision")):
-        out[m] = np.array([np.nan if r[i] is None else r[i] for r in ranking])
+    counts = np.zeros(idx.shape, dtype=np.int64)
+    np.add.at(counts, (np.arange(len(idx))[:, None], idx), 1)
+    out["roc_auc"], out["average_precision"] = resampled_ranking_metrics(
+        y, np.clip(p, EPS, 1 - EPS), counts)
     return out
 
 

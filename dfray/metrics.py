@@ -75,6 +75,31 @@ def ranking_metrics(y: np.ndarray, p: np.ndarray) -> tuple[float | None, float |
     return float(roc_auc_score(y, p)), float(average_precision_score(y, p))
 
 
+def resampled_ranking_metrics(y: np.ndarray, p: np.ndarray,
+                              counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ROC AUC, AP) of every resample at once: row b of `counts` says how often each video
+    was drawn. The same values as `ranking_metrics` on the drawn videos (ROC AUC as the
+    trapezoid rule gives it, ties counted half; AP as sklearn sums precision over recall
+    steps at each distinct score); NaN where a resample has one class."""
+    y = np.asarray(y).astype(bool)
+    values, rank = np.unique(np.asarray(p, dtype=np.float64), return_inverse=True)
+    w = np.asarray(counts, dtype=np.float64)
+    pos = np.zeros((len(w), len(values)))
+    neg = np.zeros((len(w), len(values)))
+    np.add.at(pos.T, rank[y], w[:, y].T)
+    np.add.at(neg.T, rank[~y], w[:, ~y].T)
+    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
+    both = (n_pos > 0) & (n_neg > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        below = np.cumsum(neg, axis=1) - neg  # negatives scored lower, per distinct score
+        auc = (pos * (below + 0.5 * neg)).sum(axis=1) / (n_pos * n_neg)
+        tp = np.cumsum(pos[:, ::-1], axis=1)  # predicted fake at score >= each value
+        fp = np.cumsum(neg[:, ::-1], axis=1)
+        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1e-300), 0.0)
+        ap = (pos[:, ::-1] * precision).sum(axis=1) / n_pos
+    return np.where(both, auc, np.nan), np.where(both, ap, np.nan)
+
+
 def score_arrays(y: np.ndarray, p: np.ndarray, eps: float = EPS) -> dict:
     """The four metrics of labels `y` (0/1) and scores `p` (no missing values): log loss
     with p clipped to [eps, 1 - eps], accuracy at > 0.5, ROC AUC and AP (None unless both

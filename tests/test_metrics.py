@@ -23,3 +23,25 @@ def test_metrics_match_sklearn_and_state_the_fill():
     assert np.isfinite(m["log_loss"])
     dropped = compute(labels, scores, statuses, fill=None)
     assert dropped["fill"]["dropped"] == 1 and dropped["n_evaluated"] == 5
+
+
+def test_resampled_ranking_metrics_equal_sklearn_on_each_resample():
+    import numpy as np
+
+    from dfray.metrics import ranking_metrics, resampled_ranking_metrics
+
+    rng = np.random.default_rng(7)
+    for n in (3, 40, 250):
+        y = rng.integers(0, 2, n)
+        p = np.round(rng.random(n), 2)  # ties within and across classes
+        idx = rng.integers(0, n, (300, n))
+        counts = np.stack([np.bincount(r, minlength=n) for r in idx])
+        auc, ap = resampled_ranking_metrics(y, p, counts)
+        for b, row in enumerate(idx):
+            want = ranking_metrics(y[row], p[row])
+            if want[0] is None:  # one class drawn
+                assert np.isnan(auc[b]) and np.isnan(ap[b])
+            else:
+                assert abs(auc[b] - want[0]) < 1e-12 and abs(ap[b] - want[1]) < 1e-12
+        if n == 3:
+            assert np.isnan(auc).any()  # the one-class case was exercised
