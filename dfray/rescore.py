@@ -223,7 +223,7 @@ class _Rescore:
         problem = p.check.result()
         took = time.monotonic() - p.check.started
         p.used_s += took
-        p.check = None
+        p.detectors, p.check = p.check.detectors, None
         if problem is None:
             return None
         status, message = problem
@@ -268,7 +268,8 @@ class _Rescore:
         ids = [p.sub.id for p in plans]
         log.info("submissions %s: scoring together from one read of the cache", ", ".join(ids))
         t0 = time.monotonic()
-        outcome = _group_in_child([p.cfg for p in plans], self.cluster_address(), self.budget,
+        outcome = _group_in_child([p.cfg for p in plans], [p.detectors for p in plans],
+                                  self.cluster_address(), self.budget,
                                   self.spent, self.rcfg.video_time_limit_s,
                                   max(1.0, min(self.left(p) for p in plans)), self.progress,
                                   self.verbose)
@@ -311,6 +312,7 @@ class _Pending:
     base: dict
     used_s: float  # of its time limit: earlier rescores' attempts, its check, its scoring
     check: _CheckChild | None = None  # its check, while it runs
+    detectors: list[dict] | None = None  # its check's detector infos (for run.json)
 
 
 def _attempt_spend(cfg: RunConfig) -> float:
@@ -361,9 +363,11 @@ def rescore(rcfg: RescoreConfig, base: RunConfig, budget=None, *, progress: bool
             docs[sub.id] = doc
             continue
         checking.append(p)
-        if not r.ray_up:
+        if len(checking) == CHECKS_AT_ONCE and not r.ray_up:
             r.start_cluster()  # while the first checks run
         drain(CHECKS_AT_ONCE - 1)
+    if checking and not r.ray_up:
+        r.start_cluster()
     drain(0)
     n = rcfg.group_size
     for chunk in (pending[i:i + n] for i in range(0, len(pending), n)):
@@ -503,8 +507,8 @@ def _check_child(ensemble, scfg, memory_mb: int, conn) -> None:
     try:
         from dfray.detectors.check import check_detectors
 
-        check_detectors(ensemble, scfg, timeout_s=10**9)  # the parent keeps the time
-        conn.send(None)
+        conn.send({"detectors": check_detectors(ensemble, scfg, timeout_s=10**9)})  # the
+        # parent keeps the time; the group reuses these infos instead of checking again
     except MemoryError:
         conn.send(("memory_limit", "MemoryError"))
     except BaseException as e:  # noqa: BLE001 - everything is the submission's status
@@ -527,6 +531,7 @@ class _CheckChild:
         self.memory_mb, self.timeout_s = memory_mb, timeout_s
         self.started = time.monotonic()
         self.proc = None
+        self.detectors: list[dict] | None = None  # what check_detectors said, when it passed
         if timeout_s <= 0:
             return
         ctx = _ctx()
@@ -541,6 +546,9 @@ class _CheckChild:
             return "time_limit", "no time left for this submission"
         msg = _wait(self.proc, self.conn,
                     self.timeout_s - (time.monotonic() - self.started))
+        if isinstance(msg, dict):
+            self.detectors = msg["detectors"]
+            return None
         if msg == "timeout":
             return "time_limit", (f"loading and a dummy batch took longer than the "
                                   f"{self.timeout_s:.0f} s left of the submission's time limit")
@@ -650,7 +658,7 @@ def _score_in_child(cfg: RunConfig, address: str, budget, prior_spent: float, vi
     return {**_complete_status(cfg), "counts": msg["counts"]}
 
 
-def _group_child(cfgs: list[RunConfig], budget, prior_spent: float, video_s: float,
+def _group_child(cfgs: list[RunConfig], checked, budget, prior_spent: float, video_s: float,
                  progress: bool, verbose: bool, conn) -> None:
     from dfray.cli import setup_logging
 
@@ -659,7 +667,8 @@ def _group_child(cfgs: list[RunConfig], budget, prior_spent: float, video_s: flo
         from dfray.runner.group import run_group_scoring
 
         limits = LimitGovernor(video_s, _budget_governor(budget, cfgs[0], prior_spent))
-        results = run_group_scoring(cfgs, progress=progress, governor=limits, verbose=verbose)
+        results = run_group_scoring(cfgs, progress=progress, governor=limits, verbose=verbose,
+                                    checked=checked)
         conn.send({"states": [r.state for r in results],
                    "limit": limits.reason[0] if limits.reason else None,
                    "reason": limits.reason[1] if limits.reason else None})
@@ -669,15 +678,17 @@ def _group_child(cfgs: list[RunConfig], budget, prior_spent: float, video_s: flo
         conn.send({"error": error_text(e, limit=1000)})
 
 
-def _group_in_child(cfgs: list[RunConfig], address: str, budget, prior_spent: float,
-                    video_s: float, timeout_s: float, progress: bool, verbose: bool) -> dict:
+def _group_in_child(cfgs: list[RunConfig], checked: list, address: str, budget,
+                    prior_spent: float, video_s: float, timeout_s: float, progress: bool,
+                    verbose: bool) -> dict:
     """Run a group of score runs in a child; what it reported, {"error": …} if it died or
     was killed at `timeout_s`."""
     ctx = _ctx()
     parent, child = ctx.Pipe(duplex=False)
     cfgs = [dataclasses.replace(c, address=address) for c in cfgs]
     proc = ctx.Process(target=_group_child,
-                       args=(cfgs, budget, prior_spent, video_s, progress, verbose, child),
+                       args=(cfgs, checked, budget, prior_spent, video_s, progress, verbose,
+                             child),
                        name="dfray-group", daemon=False)
     proc.start()
     child.close()

@@ -64,9 +64,13 @@ class _Member:
 
 
 def run_group_scoring(cfgs: list[RunConfig], *, progress: bool | Progress = True,
-                      governor=None, verbose: bool = False) -> list[RunResult]:
+                      governor=None, verbose: bool = False,
+                      checked: list[list[dict] | None] | None = None) -> list[RunResult]:
     """Score the face cache `cfgs[0].corpus` with every cfg's ensemble into its run folder,
-    the cache read once (see the module docstring). One RunResult per cfg, in order."""
+    the cache read once (see the module docstring). One RunResult per cfg, in order.
+    `checked[i]`, when given, is what dfray.detectors.check.check_detectors returned for
+    cfgs[i]'s ensemble in an earlier process (dfray rescore's check child): not checked
+    again."""
     if not cfgs:
         return []
     for c in cfgs[1:]:
@@ -79,10 +83,10 @@ def run_group_scoring(cfgs: list[RunConfig], *, progress: bool | Progress = True
         for c in cfgs:
             root = results.RunFolder(c.out, c.run_id, c.storage).root
             stack.enter_context(lease.acquire(root, c.storage, stale_after_s=c.lease_timeout_s))
-        return _run_leased(cfgs, progress, governor, verbose)
+        return _run_leased(cfgs, progress, governor, verbose, checked or [None] * len(cfgs))
 
 
-def _run_leased(cfgs, progress, governor, verbose) -> list[RunResult]:
+def _run_leased(cfgs, progress, governor, verbose, checked) -> list[RunResult]:
     from dfray.detectors.check import check_detectors
 
     t_start = time.monotonic()
@@ -103,8 +107,10 @@ def _run_leased(cfgs, progress, governor, verbose) -> list[RunResult]:
         folder = results.RunFolder(cfg.out, cfg.run_id, cfg.storage)
         storage.makedirs(folder.root, cfg.storage)
         previous = _read_json(storage.join(folder.root, "run.json"), cfg, missing_ok=True)
-        prog.phase(f"loading and checking the detectors of {cfg.run_id}")
-        detectors = check_detectors(cfg.ensemble, cfg.storage)
+        detectors = checked[i]
+        if detectors is None:
+            prog.phase(f"loading and checking the detectors of {cfg.run_id}")
+            detectors = check_detectors(cfg.ensemble, cfg.storage)
         runinfo.start_doc(cfg, folder, detectors, previous, started_at)  # refuses a mismatch
         if previous is None or not storage.exists(folder.manifest, cfg.storage):
             _write_manifest(cfg, folder, _Source("cache", cache_doc))
