@@ -19,7 +19,7 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 # Local test Rays run without Ray 2.60's token auth. A fixture that turns it on for its own
-# cluster (tests/budget/test_autoscale_budget.py) restores this value when it is done, so
+# cluster (tests/budget/fakecluster.py) restores this value when it is done, so
 # later in-process `ray.init()`s do not inherit a token mode without a token.
 os.environ["RAY_AUTH_MODE"] = "disabled"
 

@@ -2,171 +2,23 @@
 provider (infra/fake-multinode.yaml), and a real dfray scoring run that stops at its budget
 and resumes.
 
-The fake cluster is started like ``ray.cluster_utils.AutoscalingCluster`` does
-(``RAY_FAKE_CLUSTER=1 ray start --head --autoscaling-config=…``), but not with it: that
-class reads ``fake_multi_node/example.yaml``, which the Ray 2.60 wheel does not ship, hides
-the config path the governor must rewrite, and runs ``ray stop --force``, which would kill
-every Ray process of the user on the machine. Here the head runs ``--block`` in its own
-session with its own ports, temp dir and auth token, and teardown kills exactly the
-processes of that tree.
+The fake cluster is started by tests/budget/fakecluster.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 
 from dfray.budget.clock import SimClock
 from dfray.budget.governor import BudgetGovernor
 from dfray.progress import Progress
+from tests.budget.fakecluster import cap_in_file, fake_autoscaling_cluster, gpu_workers_alive
 
-REPO = Path(__file__).resolve().parents[2]
-FAKE_CONFIG = REPO / "infra" / "fake-multinode.yaml"
-GPU_MARKER = "dfray_node_gpu_worker"
 PRICES = {"g4dn.xlarge": 1.00, "m6i.large": 0.10}  # $/h: GPU worker, head (and CPU worker)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))  # every interface: the head binds them all
-        return s.getsockname()[1]
-
-
-def _reset_ray_auth() -> None:
-    """Make this process re-read RAY_AUTH_* (Ray caches the mode and the token)."""
-    try:
-        from ray._raylet import AuthenticationTokenLoader, Config
-    except ImportError:  # a Ray without token authentication
-        return
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
-
-
-def _kill_tree(pid: int, marker: str) -> None:
-    """SIGKILL the process `pid`, its descendants, and any leftover process whose command
-    line holds `marker` (this cluster's own temp dir): nothing else."""
-    import psutil
-
-    procs = []
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        pass
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    psutil.wait_procs(procs, timeout=15)
-    left = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if marker in " ".join(p.info["cmdline"] or []):
-                p.kill()
-                left.append(p)
-    psutil.wait_procs(left, timeout=15)
-
-
-@contextlib.contextmanager
-def fake_autoscaling_cluster(tmp: Path, *, head_cpus: int = 1):
-    """Yields (autoscaling config path, Ray address) of a fake autoscaling cluster."""
-    import ray
-    from ray._private.services import get_node_ip_address
-
-    config = yaml.safe_load(FAKE_CONFIG.read_text())
-    port = _free_port()
-    address = f"{get_node_ip_address()}:{port}"
-    config["provider"]["gcs_address"] = address  # where the fake workers join
-    path = tmp / "autoscaling.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    temp_dir = Path(f"/tmp/dfray-fake-{uuid.uuid4().hex[:8]}")  # unix socket paths stay short
-    token = uuid.uuid4().hex
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
-    env = dict(
-        os.environ,
-        **auth,
-        RAY_FAKE_CLUSTER="1",
-        AUTOSCALER_UPDATE_INTERVAL_S="1",
-        RAY_enable_autoscaler_v2="0",
-        RAY_USAGE_STATS_ENABLED="0",
-    )
-    env.pop("RAY_AUTH_TOKEN_PATH", None)
-    env.pop("RAY_ADDRESS", None)
-    log_path = tmp / "ray-start.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "ray.scripts.scripts",
-        "start",
-        "--head",
-        "--block",
-        f"--port={port}",
-        f"--num-cpus={head_cpus}",
-        "--num-gpus=0",
-        f"--autoscaling-config={path}",
-        f"--temp-dir={temp_dir}",
-        f"--ray-client-server-port={_free_port()}",
-        f"--dashboard-port={_free_port()}",
-        # every port of its own: the defaults (dashboard agent 52365, worker ports
-        # 10002-19999, …) clash with a Ray that an earlier test in this process started
-        f"--dashboard-agent-listen-port={_free_port()}",
-        f"--dashboard-agent-grpc-port={_free_port()}",
-        f"--metrics-export-port={_free_port()}",
-        f"--runtime-env-agent-port={_free_port()}",
-        f"--node-manager-port={_free_port()}",
-        f"--object-manager-port={_free_port()}",
-        "--min-worker-port=0",
-        "--max-worker-port=0",
-        "--include-dashboard=false",
-        "--disable-usage-stats",
-    ]
-    mp = pytest.MonkeyPatch()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + 90
-        while "Ray runtime started" not in log_path.read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the fake cluster did not start:\n{log_path.read_text()}")
-            time.sleep(0.5)
-        for k, v in auth.items():
-            mp.setenv(k, v)
-        mp.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
-        mp.delenv("RAY_ADDRESS", raising=False)
-        _reset_ray_auth()
-        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
-        yield path, address
-    finally:
-        ray.shutdown()
-        _kill_tree(proc.pid, str(temp_dir))
-        mp.undo()
-        _reset_ray_auth()
-        with contextlib.suppress(OSError):
-            import shutil
-
-            shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _gpu_workers_alive() -> int:
-    import ray
-
-    return sum(1 for n in ray.nodes() if n["Alive"] and GPU_MARKER in n["Resources"])
-
-
-def _cap_in_file(path: Path) -> tuple[int, int]:
-    c = yaml.safe_load(path.read_text())
-    return c["max_workers"], c["available_node_types"]["gpu_worker"]["max_workers"]
 
 
 @pytest.mark.slow
@@ -195,7 +47,7 @@ def test_budget_caps_workers(tmp_path):
         assert (g.head_type, g.worker_type) == ("m6i.large", "g4dn.xlarge")
         prog = Progress(total=n_todo, enabled=False)
         g.start(n_todo=n_todo, prog=prog)
-        assert g.max_workers() == 2 and _cap_in_file(path) == (2, 2)
+        assert g.max_workers() == 2 and cap_in_file(path) == (2, 2)
         assert prog.extra["spend"] == f"$0.00/${budget:.2f}"
         time.sleep(2.5)  # the monitor re-reads the file every second
         request_resources(bundles=[{"GPU": 1}] * 4)  # a workload that wants 4 GPU workers
@@ -211,8 +63,8 @@ def test_budget_caps_workers(tmp_path):
         seen, t_end = [], time.monotonic() + 45
         while time.monotonic() < t_end:  # phase 1: capped at 2
             assert not step()
-            assert g.max_workers() == 2 and _cap_in_file(path) == (2, 2)
-            seen.append(_gpu_workers_alive())
+            assert g.max_workers() == 2 and cap_in_file(path) == (2, 2)
+            seen.append(gpu_workers_alive())
             assert seen[-1] <= 2, seen
             if seen[-5:] == [2] * 5 and len(seen) >= 15:
                 break
@@ -227,11 +79,11 @@ def test_budget_caps_workers(tmp_path):
 
         g.budget_usd = 10.0  # phase 2: a larger budget lifts the cap to the config's 4
         assert not step()
-        assert g.max_workers() == 4 and _cap_in_file(path) == (4, 4)
+        assert g.max_workers() == 4 and cap_in_file(path) == (4, 4)
         t_end = time.monotonic() + 45
-        while _gpu_workers_alive() < 4 and time.monotonic() < t_end:
+        while gpu_workers_alive() < 4 and time.monotonic() < t_end:
             time.sleep(1)
-        assert _gpu_workers_alive() == 4
+        assert gpu_workers_alive() == 4
 
         stopped = False  # phase 3: run the budget down on the clock until the governor stops
         for _ in range(200):
@@ -242,11 +94,11 @@ def test_budget_caps_workers(tmp_path):
         rep = g.report()
         assert rep["stopped_reason"].startswith("budget")
         assert rep["spent_usd"] <= g.cap_usd < g.budget_usd
-        assert _cap_in_file(path) == (0, 0)  # the stop scales the workers away
+        assert cap_in_file(path) == (0, 0)  # the stop scales the workers away
         t_end = time.monotonic() + 45
-        while _gpu_workers_alive() and time.monotonic() < t_end:
+        while gpu_workers_alive() and time.monotonic() < t_end:
             time.sleep(1)
-        assert _gpu_workers_alive() == 0
+        assert gpu_workers_alive() == 0
         json.dumps(rep)  # run.json-ready
 
 
