@@ -745,7 +745,10 @@ def main(argv=None) -> int:
     )
 
     # The reference first, before this script starts Ray (no Ray daemons running beside it).
-    log(f"[bench] reference: sequential, {args.frames} frames, device {args.device}")
+    log(
+        f"[bench] reference: {args.ref_workers} videos at a time, {args.frames} frames, "
+        f"device {args.device}"
+    )
     ref = run_reference(
         corpus, ensemble, args.frames, args.device, args.ref_threads, log, args.ref_workers
     )
