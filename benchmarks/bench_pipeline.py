@@ -2,12 +2,18 @@
 
     python benchmarks/bench_pipeline.py [--videos 16 --seed 3 --max-height 1080 --frames 32
                                          --work /tmp/dfray-bench --out DIR
-                                         --config builtin:demo --device cpu --json OUT.json]
+                                         --config effnet --encoder efficientnet_b0
+                                         --input-size 380 --device cpu --json OUT.json]
+
+The default ensemble is one EfficientNet (DFDC 1st-place layout, seeded weights saved the
+winner's way, 380 px, `confident`; see bench_models.py); `--config builtin:demo` gives the
+meso4 demo ensemble, `--config FILE.yaml` any ensemble.
 
 One run scores the same generated corpus twice:
 
-1. the reference (`benchmarks/reference_scorer.py`): one process, one video at a time,
-   frame-by-frame MTCNN, torch threads = all cores, as the DFDC 1st-place script does;
+1. the reference (`benchmarks/reference_scorer.py`): what the DFDC 1st-place script does:
+   OpenCV decode, frame-by-frame MTCNN, a thread pool of 6 videos sharing one MTCNN and
+   one model, torch's default intra-op threads;
 2. dfray's pipeline: `dfray.runner.run_scoring` on a local Ray, fresh run id.
 
 It first CHECKS that both give the same per-video result (same videos, same statuses,
@@ -32,10 +38,11 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from reference_scorer import STAGES, ReferenceScorer, list_videos
+from reference_scorer import STAGES, WORKERS, ReferenceScorer, list_videos
 
 DEFAULT_WORK = "/tmp/dfray-bench"
 TOL = 1e-4
+EFFNET = "effnet"  # --config value: the built one-EfficientNet ensemble (bench_models.py)
 
 
 # --- corpus -------------------------------------------------------------------------------
@@ -71,13 +78,21 @@ def ensure_corpus(work: Path, n_videos: int, seed: int, max_height: int) -> Path
 
 
 def run_reference(
-    corpus: Path, ensemble, frames: int, device: str, threads: int | None, log=print
+    corpus: Path,
+    ensemble,
+    frames: int,
+    device: str,
+    threads: int | None,
+    log=print,
+    workers: int = WORKERS,
 ) -> dict:
     import torch
 
-    prev_threads = torch.get_num_threads()  # the reference sets its own; put it back after
+    prev_threads = torch.get_num_threads()  # --ref-threads sets its own; put it back after
     t0 = time.perf_counter()
-    scorer = ReferenceScorer(ensemble, n_frames=frames, device=device, threads=threads)
+    scorer = ReferenceScorer(
+        ensemble, n_frames=frames, device=device, threads=threads, workers=workers
+    )
     t1 = time.perf_counter()
 
     def on_video(r):
@@ -99,6 +114,7 @@ def run_reference(
         "wall_s": t2 - t0,
         "cpu_s": time.process_time() - c1,  # the whole process, all threads, setup excluded
         "threads": scorer.threads,
+        "workers": scorer.workers,
     }
 
 
@@ -107,7 +123,8 @@ class Timeline:
 
     run_scoring calls `start()` just before it builds the dataset (after listing and
     ray.init), `planning_resources(cluster)` to size the actor pools (unchanged here),
-    `should_stop(prog)` each time a batch of finished rows reaches the driver, and
+    `should_stop(prog)` each time a batch of finished rows reaches the driver (and at its
+    periodic checks in between), and
     `report()` for run.json. It never stops the run and reports nothing (None).
     """
 
@@ -122,7 +139,10 @@ class Timeline:
         return dict(cluster)  # plan the actor pools for the cluster as it is
 
     def should_stop(self, prog) -> bool:
-        self.arrivals.append((time.perf_counter(), int(prog.done)))
+        # also called between batches (periodic checks): keep the calls where rows arrived
+        done = int(prog.done)
+        if done and (not self.arrivals or done != self.arrivals[-1][1]):
+            self.arrivals.append((time.perf_counter(), done))
         return False
 
     def report(self):
@@ -482,6 +502,7 @@ def summarize(pipe: dict, ref: dict, check: dict, cores: int) -> dict:
             "wall_s": ref["wall_s"],
             "setup_s": ref["setup_s"],
             "threads": ref["threads"],
+            "workers": ref["workers"],
             "process_cpu_s": ref["cpu_s"],
             "process_cpu_s_per_video": ref["cpu_s"] / n_ref,
             "stage_wall_s_per_video": ref_wall,
@@ -541,7 +562,8 @@ def format_report(s: dict) -> str:
         "process CPU s per video (incl. start-up): pipeline extract actors "
         f"{_f(pc.get('extract_actors'))}, score actors {_f(pc.get('score_actors'))}, "
         f"other Ray {_f(pc.get('other_ray'))}, driver {_f(pc.get('driver'))}; "
-        f"reference {_f(r['process_cpu_s_per_video'])} ({r['threads']} torch threads)",
+        f"reference {_f(r['process_cpu_s_per_video'])} ({r['workers']} worker threads, "
+        f"{r['threads']} torch threads)",
         f"bound: {s['n_cores']} cores / {_f(b['stage_s_per_video'])} s per video = "
         f"{_f(b['videos_per_s'])} videos/s; limiting stage: {b['limiting_stage']} "
         f"({b['stage_shares'][b['limiting_stage']]:.0%} of the work); pool caps: extract "
@@ -600,7 +622,23 @@ def parse_args(argv=None) -> argparse.Namespace:
         help=f"where the corpus is generated and reused (default {DEFAULT_WORK})",
     )
     ap.add_argument("--out", default=None, help="pipeline run folders (default WORK/runs)")
-    ap.add_argument("--config", default="builtin:demo", help="ensemble YAML or builtin:demo")
+    ap.add_argument(
+        "--config",
+        default=EFFNET,
+        help=f"{EFFNET!r} (default): one EfficientNet built by bench_models.py (--encoder, "
+        "--input-size, confident); builtin:demo (meso4) or an ensemble YAML",
+    )
+    ap.add_argument(
+        "--encoder",
+        default=None,
+        help="timm encoder of the built EfficientNet (default efficientnet_b0)",
+    )
+    ap.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="input size of the built EfficientNet in px (default 380)",
+    )
     ap.add_argument(
         "--device",
         default="cpu",
@@ -611,7 +649,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--ref-threads",
         type=int,
         default=None,
-        help="torch threads of the reference (default: all cores)",
+        help="torch intra-op threads of the reference (default: torch's default)",
+    )
+    ap.add_argument(
+        "--ref-workers",
+        type=int,
+        default=WORKERS,
+        help=f"videos the reference scores at a time, threads sharing one MTCNN and one "
+        f"model (default {WORKERS}, as the DFDC 1st-place script)",
     )
     ap.add_argument(
         "--score-batch-videos",
@@ -632,6 +677,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error("--videos and --frames must be >= 1 and --max-height >= 64")
     if args.ref_threads is not None and args.ref_threads < 1:
         ap.error("--ref-threads must be >= 1")
+    if args.ref_workers < 1:
+        ap.error("--ref-workers must be >= 1")
+    if args.config != EFFNET and (args.encoder or args.input_size):
+        ap.error("--encoder and --input-size apply to --config effnet only")
+    if args.input_size is not None and args.input_size < 32:
+        ap.error("--input-size must be >= 32")
     if args.device == "cuda":
         import torch
 
@@ -640,17 +691,52 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def make_ensemble(args, work: Path):
+    """(EnsembleConfig, where it came from) for --config."""
+    from dfray.config import load_ensemble
+
+    if args.config == EFFNET:
+        from bench_models import DEFAULT_ENCODER, DEFAULT_SIZE, bench_ensemble
+
+        ensemble, yml = bench_ensemble(
+            work / "weights", args.encoder or DEFAULT_ENCODER, args.input_size or DEFAULT_SIZE
+        )
+        return ensemble, str(yml)
+    return load_ensemble(args.config), args.config
+
+
+def ensemble_info(ensemble, config_path: str) -> dict:
+    from dfray.detectors.weights import resolve_weights
+
+    dets = []
+    for d in ensemble.detectors:
+        info = {
+            "name": d.name,
+            "arch": d.arch,
+            "weights": d.weights,
+            "input_size": d.input_size,
+            "aggregation": d.aggregation,
+            "options": d.options,
+        }
+        try:
+            info["sha256"] = resolve_weights(d.weights, d.sha256)[1] if d.weights else None
+        except Exception as e:  # noqa: BLE001 - only a label for the JSON
+            info["sha256"] = f"unknown ({type(e).__name__})"
+        dets.append(info)
+    return {"config": config_path, "detectors": dets}
+
+
 def main(argv=None) -> int:
     try:
         args = parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
-    from dfray.config import load_ensemble
-
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     work = Path(args.work)
     out = Path(args.out) if args.out else work / "runs"
-    ensemble = load_ensemble(args.config)
+    t = time.perf_counter()
+    ensemble, config_path = make_ensemble(args, work)
+    log(f"[bench] ensemble {config_path} ready in {time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
     corpus = ensure_corpus(work, args.videos, args.seed, args.max_height)
     log(
@@ -659,8 +745,13 @@ def main(argv=None) -> int:
     )
 
     # The reference first, before this script starts Ray (no Ray daemons running beside it).
-    log(f"[bench] reference: sequential, {args.frames} frames, device {args.device}")
-    ref = run_reference(corpus, ensemble, args.frames, args.device, args.ref_threads, log)
+    log(
+        f"[bench] reference: {args.ref_workers} videos at a time, {args.frames} frames, "
+        f"device {args.device}"
+    )
+    ref = run_reference(
+        corpus, ensemble, args.frames, args.device, args.ref_threads, log, args.ref_workers
+    )
     log(f"[bench] reference done in {ref['wall_s']:.1f} s; pipeline: run_scoring on local Ray")
     pipe = run_pipeline(
         corpus,
@@ -685,6 +776,7 @@ def main(argv=None) -> int:
         "command": " ".join(["python", "benchmarks/bench_pipeline.py", *(argv or sys.argv[1:])]),
         "args": vars(args),
         "corpus": str(corpus),
+        "ensemble": ensemble_info(ensemble, config_path),
         "check": {k: v for k, v in check.items() if k != "deltas"},
         "boxes": boxes,
     }

@@ -5,7 +5,8 @@
 
 One video's worth of faces (32 crops at 380 px: real faces from scikit-image and noise)
 goes through one EfficientNet detector (the DFDC 1st-place layout, seeded weights with its
-BatchNorm statistics moved so scores spread), built twice by `create_detector`: once on
+BatchNorm statistics moved so scores spread, saved the winner's way: bench_models.py),
+built twice by `create_detector`: once on
 torch, once with runtime="onnxruntime" (exported once, cached). The two are timed in
 alternating rounds in the same process, so machine load hits both alike; the figure is the
 median seconds per face. It first reports how far the scores move (max |Δ|) and exits 1
@@ -22,53 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_models import build_weights, calibration_faces, effnet_spec
+
 TOL = 1e-3  # onnxruntime is an option that changes scores slightly; the figure is reported
-
-
-def faces(n: int, size: int):
-    import cv2
-    import numpy as np
-    from skimage import data
-
-    real = [data.astronaut()[20:220, 150:330], np.dstack([data.camera()[40:240, 180:380]] * 3)]
-    out = [cv2.resize(np.ascontiguousarray(f), (size, size)) for f in real]
-    rng = np.random.default_rng(0)
-    while len(out) < n:
-        out.append(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
-    return np.stack(out[:n]).astype(np.uint8)
-
-
-def weights(encoder: str, size: int, crops, folder: Path) -> Path:
-    import torch
-    from torch import nn
-
-    from dfray.detectors.effnet import build_effnet
-
-    torch.manual_seed(0)
-    model = build_effnet(encoder)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-1.0, 1.0)
-                m.running_var.uniform_(0.8, 1.2)
-                m.weight.uniform_(0.5, 1.5)
-        model.fc.weight.normal_(0, 1.0)
-    path = folder / f"{encoder}.pt"
-    torch.save(model.state_dict(), path)
-    # centre the logits on these crops and scale them to a spread of about 2 (never up
-    # by more than 10x, which would only amplify rounding)
-    from dfray.config import DetectorSpec
-    from dfray.detectors import create_detector
-
-    spec = DetectorSpec(name="e", arch="effnet", weights=str(path), input_size=size,
-                        options={"encoder": encoder})
-    logits = create_detector(spec, device="cpu").predict_logits(crops)
-    k = min(10.0, 2.0 / max(float(logits.std()), 1e-9))
-    with torch.no_grad():
-        model.fc.weight.mul_(k)
-        model.fc.bias.mul_(k).sub_(float(logits.mean()) * k)
-    torch.save(model.state_dict(), path)
-    return path
 
 
 def main(argv=None) -> int:
@@ -84,14 +41,13 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from dfray.config import DetectorSpec
     from dfray.detectors import create_detector
 
-    crops = faces(args.faces, args.size)
+    crops = calibration_faces(args.faces, args.size)
     results = {"encoder": args.encoder, "size": args.size, "faces": args.faces, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
-        spec = DetectorSpec(name="e", arch="effnet", weights=str(weights(
-            args.encoder, args.size, crops, Path(tmp))), input_size=args.size, options={"encoder": args.encoder})
+        path = build_weights(args.encoder, args.size, crops, Path(tmp) / f"{args.encoder}.pt")
+        spec = effnet_spec(path, args.encoder, args.size, name="e")
         for threads in args.threads:
             torch.set_num_threads(threads)
             t0 = time.perf_counter()

@@ -1,48 +1,57 @@
-"""A plain, sequential reference scorer: what the DFDC 1st-place inference script does.
+"""A plain reference scorer: what the DFDC 1st-place inference script does.
 
-Modelled on selimsef/dfdc_deepfake_challenge `kernel_utils.py` (`VideoReader`,
-`FaceExtractor.process_video`, `isotropically_resize_image`, `put_to_center`,
-`predict_on_video`, `confident_strategy`), written here from that description with its own
-code. It deliberately imports nothing from `dfray.faces`, `dfray.aggregate`,
-`dfray.extract` or `dfray.decode`: it is the independent yardstick the pipeline is checked
-against. The only thing it takes from dfray is the detector *model* (architecture plus
-weights, via `dfray.detectors.create_detector`); preprocessing (mean/std from the spec),
-the sigmoid and the per-video aggregation are its own.
+Modelled on selimsef/dfdc_deepfake_challenge `predict_folder.py` and `kernel_utils.py`
+(`VideoReader`, `FaceExtractor.process_video`, `isotropically_resize_image`,
+`put_to_center`, `predict_on_video`, `predict_on_video_set`, `confident_strategy`), written
+here from that description with its own code. It deliberately imports nothing from
+`dfray.faces`, `dfray.aggregate`, `dfray.extract` or `dfray.decode`: it is the independent
+yardstick the pipeline is checked against. The only thing it takes from dfray is the
+detector *model* (architecture plus weights, via `dfray.detectors.create_detector`);
+preprocessing (mean/std from the spec), the sigmoid and the per-video aggregation are its
+own.
 
-One process, one video at a time, torch threads = all cores (as the script runs):
+One process, as the script runs it (`predict_on_video_set`): a `ThreadPoolExecutor` of 6
+workers scores 6 videos at a time, all sharing one MTCNN and one model per detector;
+torch's intra-op threads are left at torch's default (`threads=` overrides). Per video:
 
-1. read: `decord.VideoReader`, frame indices
-   `np.linspace(0, frame_count - 1, n_frames, endpoint=True, dtype=int)`, each index read
-   once (for clips shorter than `n_frames` frames that is every frame).
-2. detect, frame by frame: PIL image resized to half size (`img.resize([s // 2 ...])`,
-   Pillow's default BICUBIC), `MTCNN(margin=0, thresholds=[0.7, 0.8, 0.8]).detect(img)`,
-   boxes x 2 truncated to int, crop with `h // 3`, `w // 3` margins, isotropic resize
+1. read (`VideoReader.read_frames`): `cv2.VideoCapture`, `CAP_PROP_FRAME_COUNT`, frame
+   indices `np.linspace(0, frame_count - 1, n_frames, endpoint=True, dtype=int)`;
+   `grab()` every frame from the first to the last index, `retrieve()` the wanted ones,
+   BGR -> RGB.
+2. detect, frame by frame (`FaceExtractor.process_videos`): PIL image resized to half
+   size (`img.resize([s // 2 ...])`, Pillow's default BICUBIC),
+   `MTCNN(margin=0, thresholds=[0.7, 0.8, 0.8]).detect(img)`, boxes x 2 truncated to
+   int, crop with `h // 3`, `w // 3` margins; then (`predict_on_video`) isotropic resize
    (cv2 INTER_AREA down / INTER_CUBIC up) and zero padding to the detector input.
-3. score: all faces of the video in one batch, (x / 255 - mean) / std, model forward,
-   sigmoid, `confident_strategy` (t = 0.8) or mean per detector, weighted mean over the
-   ensemble.
+3. score (`predict_on_video`): all faces of the video in one batch, (x / 255 - mean) / std,
+   model forward, sigmoid, `confident_strategy` (t = 0.8) or mean per detector, weighted
+   mean over the ensemble (the script: plain mean over its models).
 
 Deliberate differences from the original script (each keeps the reference comparable with
 dfray's output contract rather than changing what is computed):
 - a video without faces (or unreadable) gets a status and no score; the script returned
   0.5 for it. The script also silently dropped faces beyond `4 * batch_size - 1` per
   video; here every face is scored (dfray keeps every face too).
-- the script's cv2 reader, given duplicated indices (clips shorter than 32 frames), stops
-  after the first frame; here each distinct index is read.
+- the script's reader, given duplicated indices (clips shorter than 32 frames), stops
+  after the first frame; here each distinct index is read once (as dfray does).
 - on CUDA the script ran the model in `.half()`; here CUDA runs under fp16 autocast, which
-  is what dfray's detectors do by default, so the two stay comparable. On CPU: fp32.
+  is what dfray's detectors do by default, so the two stay comparable. On CPU: fp32 (the
+  script's `.half()` is CUDA-only).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 STAGES = ("decode", "detect", "score")
+WORKERS = 6  # predict_on_video_set(num_workers=6) in predict_folder.py
 
 
 def list_videos(root: str) -> list[tuple[str, str]]:
@@ -124,7 +133,9 @@ class ReferenceResult:
     n_frames: int = 0
     n_faces: int = 0
     wall_s: dict[str, float] = field(default_factory=dict)  # per stage, perf_counter
-    cpu_s: dict[str, float] = field(default_factory=dict)  # per stage, process CPU time
+    # per stage, process CPU time: only with one worker (with several, the process's CPU
+    # time holds the other videos' work too, so it is left empty)
+    cpu_s: dict[str, float] = field(default_factory=dict)
     # (frame index, x1, y1, x2, y2): MTCNN's box x 2 before int(), one per face
     boxes: list[tuple[int, float, float, float, float]] = field(default_factory=list)
 
@@ -144,10 +155,10 @@ class ReferenceResult:
 
 
 class _Timer:
-    """Adds wall and process-CPU seconds of a `with` block to a result's stage."""
+    """Adds wall (and, if `cpu`, process-CPU) seconds of a `with` block to a result's stage."""
 
-    def __init__(self, result: ReferenceResult, stage: str):
-        self.result, self.stage = result, stage
+    def __init__(self, result: ReferenceResult, stage: str, cpu: bool):
+        self.result, self.stage, self.cpu = result, stage, cpu
 
     def __enter__(self):
         self.w0, self.c0 = time.perf_counter(), time.process_time()
@@ -156,15 +167,25 @@ class _Timer:
     def __exit__(self, *exc):
         r = self.result
         r.wall_s[self.stage] = r.wall_s.get(self.stage, 0.0) + time.perf_counter() - self.w0
-        r.cpu_s[self.stage] = r.cpu_s.get(self.stage, 0.0) + time.process_time() - self.c0
+        if self.cpu:
+            r.cpu_s[self.stage] = r.cpu_s.get(self.stage, 0.0) + time.process_time() - self.c0
         return False
 
 
 class ReferenceScorer:
-    """MTCNN + the ensemble's models in this process; `score_video(path)` per video."""
+    """One MTCNN + the ensemble's models in this process, shared by `workers` threads;
+    `score_video(path)` per video, `score_corpus(root)` for a folder (thread pool).
+
+    threads: torch intra-op threads; None leaves torch's default (as the script does).
+    """
 
     def __init__(
-        self, ensemble, n_frames: int = 32, device: str = "cpu", threads: int | None = None
+        self,
+        ensemble,
+        n_frames: int = 32,
+        device: str = "cpu",
+        threads: int | None = None,
+        workers: int = WORKERS,
     ):
         import torch
         from facenet_pytorch import MTCNN
@@ -172,8 +193,10 @@ class ReferenceScorer:
         from dfray.detectors import create_detector
 
         t0, c0 = time.perf_counter(), time.process_time()
-        self.threads = threads or len(os.sched_getaffinity(0))
-        torch.set_num_threads(self.threads)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.threads = torch.get_num_threads()
+        self.workers = max(1, int(workers))
         self.device = device
         self.n_frames = n_frames
         self.detector = MTCNN(margin=0, thresholds=[0.7, 0.8, 0.8], device=device)
@@ -186,17 +209,34 @@ class ReferenceScorer:
         self.setup_wall_s = time.perf_counter() - t0
         self.setup_cpu_s = time.process_time() - c0
 
-    # VideoReader.read_frames
+    # VideoReader.read_frames / _read_frames_at_indices
     def read_frames(self, path: str) -> tuple[np.ndarray, np.ndarray]:
-        import decord
+        import cv2
 
-        vr = decord.VideoReader(path, ctx=decord.cpu(0))
-        frame_count = len(vr)
-        if frame_count <= 0:
-            raise ValueError("video has no frames")
-        idxs = np.linspace(0, frame_count - 1, self.n_frames, endpoint=True, dtype=int)
-        idxs = np.unique(idxs)  # each frame once (short clips)
-        return vr.get_batch([int(i) for i in idxs]).asnumpy(), idxs
+        capture = cv2.VideoCapture(path)
+        try:
+            if not capture.isOpened():
+                raise ValueError("cv2.VideoCapture cannot open the file")
+            frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            if frame_count <= 0:
+                raise ValueError("video has no frames")
+            idxs = np.linspace(0, frame_count - 1, self.n_frames, endpoint=True, dtype=int)
+            idxs = np.unique(idxs)  # each frame once (short clips)
+            frames, idxs_read = [], []
+            for frame_idx in range(idxs[0], idxs[-1] + 1):
+                if not capture.grab():  # the script stops at the first failed grab
+                    break
+                if frame_idx == idxs[len(idxs_read)]:
+                    ok, frame = capture.retrieve()
+                    if not ok or frame is None:
+                        break
+                    frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                    idxs_read.append(frame_idx)
+        finally:
+            capture.release()
+        if not frames:
+            raise ValueError("no frame could be read")
+        return np.stack(frames), np.asarray(idxs_read)
 
     # FaceExtractor.process_video (+ the crop resizing of predict_on_video)
     def process_frames(
@@ -259,7 +299,8 @@ class ReferenceScorer:
 
     def score_video(self, path: str, video_id: str | None = None) -> ReferenceResult:
         r = ReferenceResult(video_id or os.path.basename(path), status="error")
-        with _Timer(r, "decode"):
+        cpu = self.workers == 1
+        with _Timer(r, "decode", cpu):
             try:
                 if os.path.getsize(path) == 0:
                     raise OSError("empty file (0 bytes)")
@@ -268,11 +309,11 @@ class ReferenceScorer:
                 return r
             try:
                 frames, idxs = self.read_frames(path)
-            except Exception as e:  # decord raises its own error types
+            except Exception as e:  # cv2 raises its own error types
                 r.status, r.error = "decode_error", f"{type(e).__name__}: {str(e)[:200]}"
                 return r
         r.n_frames = int(frames.shape[0])
-        with _Timer(r, "detect"):
+        with _Timer(r, "detect", cpu):
             try:
                 faces, r.boxes = self.process_frames(frames, idxs)
             except Exception as e:  # one bad video must not end the benchmark
@@ -283,7 +324,7 @@ class ReferenceScorer:
         if r.n_faces == 0:
             r.status, r.error = "no_faces", f"no face found in {r.n_frames} sampled frames"
             return r
-        with _Timer(r, "score"):
+        with _Timer(r, "score", cpu):
             try:
                 preds = self.predict_faces(faces)
             except Exception as e:
@@ -301,11 +342,18 @@ class ReferenceScorer:
         return r
 
     def score_corpus(self, root: str, on_video=None) -> list[ReferenceResult]:
-        """Every video under root, one after the other."""
-        results = []
-        for video_id, path in list_videos(root):
+        """Every video under root, `workers` at a time (`predict_on_video_set`: a
+        ThreadPoolExecutor mapping over the sorted file list); results in list order.
+        `on_video(result)` is called as each video finishes (from its worker thread)."""
+        lock = threading.Lock()
+
+        def process_file(item: tuple[str, str]) -> ReferenceResult:
+            video_id, path = item
             res = self.score_video(path, video_id)
-            results.append(res)
             if on_video is not None:
-                on_video(res)
-        return results
+                with lock:
+                    on_video(res)
+            return res
+
+        with ThreadPoolExecutor(max_workers=self.workers) as ex:
+            return list(ex.map(process_file, list_videos(root)))

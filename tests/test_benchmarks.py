@@ -1,8 +1,9 @@
 """benchmarks/: the agreement check between dfray's pipeline and the sequential reference.
 
-The smoke test runs the real benchmark (2 generated 360p videos, 8 frames) end to end on a
-local Ray and requires both scorers to agree within 1e-4; the speed figures it prints are
-not checked (they mean nothing on a shared 2-core machine).
+The smoke test runs the real benchmark (2 generated 360p videos, 8 frames, its default
+EfficientNet-B0 ensemble at 380 px) end to end on a local Ray and requires both scorers to
+agree within 1e-4; the speed figures it prints are not checked (they mean nothing on a
+shared 2-core machine).
 """
 
 from __future__ import annotations
@@ -86,9 +87,25 @@ def test_reference_confident_strategy_matches_dfray():
         assert reference_scorer.confident_strategy(pred) == pytest.approx(confident(pred), abs=0)
 
 
+def test_config_options():
+    args = bench_pipeline.parse_args([])
+    assert args.config == bench_pipeline.EFFNET and args.ref_workers == 6
+    assert args.ref_threads is None  # torch's default intra-op threads
+    assert bench_pipeline.parse_args(["--config", "builtin:demo"]).config == "builtin:demo"
+    with pytest.raises(SystemExit):
+        bench_pipeline.parse_args(["--config", "builtin:demo", "--encoder", "efficientnet_b0"])
+
+
 @pytest.mark.timeout(300)
 def test_smoke_pipeline_and_reference_agree(tmp_path):
-    """2 videos, 360p, 8 frames: the benchmark's own check passes (|Δscore| <= 1e-4)."""
+    """2 videos, 360p, 8 frames, the default ensemble (EfficientNet-B0 at 380 px,
+    confident): the benchmark's own check passes (|Δscore| <= 1e-4), the reference ran as
+    the DFDC script (6 worker threads, OpenCV decode giving dfray's frames), and the seeded
+    checkpoint is the winner's format, loaded with weights_only=True."""
+    import torch
+
+    from dfray.decode import decode_frames
+
     out_json = tmp_path / "bench.json"
     rc = bench_pipeline.main(
         [
@@ -102,9 +119,31 @@ def test_smoke_pipeline_and_reference_agree(tmp_path):
     check = doc["check"]
     assert check["ok"] and check["n_videos"] == 2 and check["n_compared"] == 2
     assert check["max_abs_delta"] <= 1e-4
-    assert set(doc["per_video"]) == {p.name for p in (tmp_path / "work").glob("corpus-*/*.mp4")}
+    videos = sorted((tmp_path / "work").glob("corpus-*/*.mp4"))
+    assert set(doc["per_video"]) == {p.name for p in videos}
     assert all(v["n_frames"] == 8 for v in doc["per_video"].values())
     assert doc["pipeline"]["videos_per_s"] > 0 and doc["reference"]["videos_per_s"] > 0
+    assert doc["reference"]["workers"] == 6
+
+    (det,) = doc["ensemble"]["detectors"]
+    assert det["arch"] == "effnet" and det["input_size"] == 380
+    assert det["aggregation"] == "confident" and det["options"] == {"encoder": "efficientnet_b0"}
+    ckpt = torch.load(det["weights"], map_location="cpu", weights_only=True)
+    assert set(ckpt) == {"state_dict", "epoch", "bce_best"}
+    assert all(k.startswith("module.") for k in ckpt["state_dict"])
+    # the BatchNorm statistics and head move the scores away from 0.5
+    scores = [v["reference"] for v in doc["per_video"].values()]
+    assert max(abs(x - 0.5) for x in scores) > 0.05, scores
+
+    # the reference's OpenCV reader returns dfray's decord frames, bit for bit
+    import types
+
+    for path in videos:
+        ref_frames, idxs = reference_scorer.ReferenceScorer.read_frames(
+            types.SimpleNamespace(n_frames=8), str(path)
+        )
+        frames, _ = decode_frames(str(path), 8)
+        assert len(idxs) == 8 and np.array_equal(ref_frames, frames)
 
 
 @pytest.mark.timeout(600)
