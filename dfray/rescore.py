@@ -61,9 +61,8 @@ name (its id names the run folder; the runner refuses other weights under the sa
 
 Limits not enforced: memory while scoring on a GPU node (CUDA reserves more address space
 than it uses, so RLIMIT_AS cannot apply there; Ray's memory monitor guards the node), and a
-per-video limit finer than
-"no video finished for N s" (a detector slow on one video among fast ones is not stopped
-until the submission's limit).
+per-video limit finer than "no video finished for N s" (a detector slow on one video among
+fast ones is not stopped until the submission's limit).
 
 Wall seconds are the submission's check child, the wall time of its group (shared by the
 group's members) and its score child in this rescore, plus the recorded attempts of its
@@ -552,9 +551,7 @@ class _CheckChild:
         if msg == "timeout":
             return "time_limit", (f"loading and a dummy batch took longer than the "
                                   f"{self.timeout_s:.0f} s left of the submission's time limit")
-        if msg is None and self.proc.exitcode == 0:
-            return None
-        if msg is None:
+        if msg is None:  # a passing check always reports its infos
             code = self.proc.exitcode
             if code == -9:
                 return "memory_limit", ("the process loading it was killed (SIGKILL; out of "

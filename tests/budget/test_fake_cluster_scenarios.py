@@ -147,6 +147,11 @@ def _step(g: BudgetGovernor, prog: Progress, seconds: float, rows: int = 1) -> b
     return g.should_stop(prog)
 
 
+def _until_stopped(g: BudgetGovernor, prog: Progress, minutes: int) -> bool:
+    """A row a simulated minute until the governor stops the run (True) or `minutes` pass."""
+    return any(_step(g, prog, 60) for _ in range(minutes))
+
+
 def _alive_ids() -> dict[str, str]:
     """Alive Ray node id -> "head" | "worker", from ray.nodes()."""
     import ray
@@ -204,11 +209,7 @@ def test_killed_driver_then_resume_total_within_budget(cluster, tmp_path):
     assert g2.prior_spent_usd == pytest.approx(doc1["spent_usd"])
     prog = Progress(total=N, enabled=False)
     g2.start(N, prog)  # takes the run's own lock over
-    stopped = False
-    for _ in range(200):
-        if _step(g2, prog, 60):
-            stopped = True
-            break
+    stopped = _until_stopped(g2, prog, 200)
     rep = g2.report()
     end = clock2.now()
     assert stopped and rep["stopped_reason"].startswith("budget")
@@ -286,11 +287,7 @@ def test_spot_rise_is_billed_at_the_new_price_and_the_run_stops_in_budget(cluste
     prog = Progress(total=N, enabled=False)
     g.start(N, prog)
     cluster.hold(1)
-    stopped = False
-    for _ in range(24 * 60):
-        if _step(g, prog, 60):
-            stopped = True
-            break
+    stopped = _until_stopped(g, prog, 24 * 60)
     rep = g.report()
     end = clock.now()
     assert stopped and rep["stopped_reason"].startswith("budget")
@@ -412,11 +409,7 @@ def test_two_budgeted_runs_on_one_cluster(cluster):
     assert cap_in_file(cluster.path) == (1, 1)
     assert Path(str(cluster.path) + ORIGINAL_SUFFIX).exists()
     assert gpu_workers_alive() == 1
-    stopped = False
-    for _ in range(200):
-        if _step(c, prog_c, 60):
-            stopped = True
-            break
+    stopped = _until_stopped(c, prog_c, 200)
     assert stopped and cap_in_file(cluster.path) == (0, 0)
     _wait(lambda: gpu_workers_alive() == 0, "C's stop to terminate the worker")
     rep_c = c.report()
