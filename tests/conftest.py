@@ -152,6 +152,25 @@ def small_run(tiny_corpus, tmp_path_factory, random_config) -> Path:
     return root / "out" / "r"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_orphans_left(request):
+    """After each test module: Ray processes it left running with no parent (a killed
+    driver's workers, a cluster stopped by a signal) are killed, and a warning names them in
+    the summary. They would otherwise keep this 2-core machine busy for every later test
+    (tests/proctree.py says what that cost)."""
+    import time
+    import warnings
+
+    from proctree import reap
+
+    start = time.time()
+    yield
+    left = reap(start)
+    if left:
+        warnings.warn(f"{request.module.__name__} left Ray processes running (killed): {left}",
+                      stacklevel=1)
+
+
 @pytest.fixture(autouse=True)
 def _reset_dfray_logging():
     """The CLI configures the `dfray` logger for its process (own handler, no

@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 from parts import assert_exactly_once
+from proctree import kill_tree
 
 from dfray.results import read_videos
 
@@ -61,7 +62,7 @@ def test_driver_killed_then_resumed_equals_clean_run(corpus_copy, tmp_path):
     # the driver halts for good after its second videos part; then it is killed
     proc = start_score(corpus_copy, out, "k", env={"DFRAY_TEST_HALT_AFTER_PARTS": "2"})
     wait_for_parts(out / "k", 2, proc)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    kill_tree(proc.pid)  # the driver and all of the local Ray it started
     proc.wait()
     partial = rows(out / "k")
     assert len(partial) == 2

@@ -1,5 +1,6 @@
 """`ray job submit` of jobs/score.py against a `ray start --head` cluster."""
 
+import contextlib
 import io
 import json
 import os
@@ -61,11 +62,18 @@ def ray_head(tmp_path_factory):
                 pytest.fail(f"ray head did not start: {proc.communicate()[0][-2000:]}")
             time.sleep(1)
     yield url
-    os.killpg(proc.pid, signal.SIGTERM)
+    import psutil
+
+    tree = psutil.Process(proc.pid).children(recursive=True)  # before they lose their parent
+    os.killpg(proc.pid, signal.SIGTERM)  # `ray start --block` stops its Ray on SIGTERM
     try:
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        pass
+    for p in tree:  # what outlived the graceful stop
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(tree, timeout=15)
 
 
 def ray_job(address, *args, timeout=600):

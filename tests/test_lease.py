@@ -1,6 +1,5 @@
 import json
 import os
-import signal
 import socket
 import time
 
@@ -124,12 +123,13 @@ def test_lease_of_a_writer_that_is_gone_is_taken_over_after_the_timeout(corpus_c
     """A writer killed on a node that is gone leaves its lease: it is refused while the
     lease is younger than --lease-timeout and taken over once it is older."""
     from parts import assert_exactly_once
+    from proctree import kill_tree
     from test_faults import finish, start_score, wait_for_parts
 
     out = tmp_path / "out"
     first = start_score(corpus_copy, out, "g", env={"DFRAY_TEST_HALT_AFTER_PARTS": "2"})
     wait_for_parts(out / "g", 2, first)
-    os.killpg(first.pid, signal.SIGKILL)
+    kill_tree(first.pid)
     first.wait()
     path = out / "g" / lease.LEASE_NAME
     held = json.loads(path.read_text())

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 import torch
 import yaml
 from parts import assert_exactly_once
+from proctree import kill_tree
 from test_jobs import ray_head, ray_job  # noqa: F401 - ray_head: a `ray start --head` fixture
 from torch import nn
 
@@ -268,7 +268,7 @@ def test_killed_rescore_resumes_to_the_clean_result(cache, subs, clean, tmp_path
         assert proc.poll() is None, proc.stdout.read()[-3000:]
         assert time.time() < deadline, "no parts written"
         time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
+    kill_tree(proc.pid)
     proc.wait()
     assert not (out / "public").exists()
     proc = _rescore_proc(cache, good, out)

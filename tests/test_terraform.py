@@ -91,13 +91,18 @@ def _terraform_env() -> dict[str, str]:
 
 def _run(args: list[str], cwd: Path, timeout_s: float = 300) -> subprocess.CompletedProcess:
     """Run terraform in its own session with no stdin; on timeout the whole process group
-    (terraform and its provider plugins) is killed, so a stuck plugin cannot hang the test."""
+    (terraform and its provider plugins) is killed, so a stuck plugin cannot hang the test.
+    coreutils `timeout` kills it too, from its own process: a CI run once saw `terraform
+    validate` and its provider spin on both cores for 15 minutes while this process, starved,
+    never reached its own timeout."""
+    if shutil.which("timeout"):
+        args = ["timeout", "-k", "10", str(int(timeout_s)), *args]
     proc = subprocess.Popen(
         args, cwd=cwd, env=_terraform_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:
-        out, err = proc.communicate(timeout=timeout_s)
+        out, err = proc.communicate(timeout=timeout_s + 30)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()

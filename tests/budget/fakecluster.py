@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from proctree import kill_tree
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_CONFIG = REPO / "infra" / "fake-multinode.yaml"
@@ -44,30 +45,6 @@ def _reset_ray_auth() -> None:
         return
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
-
-
-def kill_tree(pid: int, marker: str) -> None:
-    """SIGKILL the process `pid`, its descendants, and any leftover process whose command
-    line holds `marker` (this cluster's own temp dir): nothing else."""
-    import psutil
-
-    procs = []
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        pass
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    psutil.wait_procs(procs, timeout=15)
-    left = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if marker in " ".join(p.info["cmdline"] or []):
-                p.kill()
-                left.append(p)
-    psutil.wait_procs(left, timeout=15)
 
 
 @contextlib.contextmanager
