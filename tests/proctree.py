@@ -18,17 +18,32 @@ def kill_tree(pid: int, marker: str | None = None, timeout: float = 15) -> None:
     leftover process whose command line holds it; wait until they are gone."""
     import psutil
 
-    procs = []
-    with contextlib.suppress(psutil.NoSuchProcess):
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+    procs = tree_of(pid)
     if marker:
         for p in psutil.process_iter(["cmdline"]):
             with contextlib.suppress(psutil.Error):
                 if marker in " ".join(p.info["cmdline"] or []):
                     procs.append(p)
+    kill_all(procs, timeout)
+
+
+def tree_of(pid: int) -> list:
+    """The process `pid` and its descendants, as psutil processes (empty if it is gone):
+    collect them while they still have their parent, kill them later with `kill_all`."""
+    import psutil
+
+    with contextlib.suppress(psutil.NoSuchProcess):
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    return []
+
+
+def kill_all(procs: list, timeout: float = 15) -> None:
+    """SIGKILL each of `procs` that still runs and wait until they are gone."""
+    import psutil
+
     for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
+        with contextlib.suppress(psutil.Error):
             p.kill()
     psutil.wait_procs(procs, timeout=timeout)
 
@@ -66,6 +81,5 @@ def reap(start: float, grace: float = 10) -> list[str]:
     for p in left:
         with contextlib.suppress(psutil.Error):
             names.append(" ".join(p.cmdline())[:120])
-            p.kill()
-    psutil.wait_procs(left, timeout=10)
+    kill_all(left)
     return names

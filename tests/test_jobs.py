@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import free_port, upload_dir
+from proctree import kill_all, tree_of
 
 from dfray.results import read_videos
 
@@ -62,18 +63,11 @@ def ray_head(tmp_path_factory):
                 pytest.fail(f"ray head did not start: {proc.communicate()[0][-2000:]}")
             time.sleep(1)
     yield url
-    import psutil
-
-    tree = psutil.Process(proc.pid).children(recursive=True)  # before they lose their parent
+    tree = tree_of(proc.pid)  # before they lose their parent
     os.killpg(proc.pid, signal.SIGTERM)  # `ray start --block` stops its Ray on SIGTERM
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        pass
-    for p in tree:  # what outlived the graceful stop
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    psutil.wait_procs(tree, timeout=15)
+    kill_all(tree)  # the head, if it hung, and whatever outlived the graceful stop
 
 
 def ray_job(address, *args, timeout=600):
