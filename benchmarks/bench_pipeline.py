@@ -226,6 +226,7 @@ def run_pipeline(
     device: str,
     score_batch_videos: int | None = None,
     startup_run: bool = True,
+    cpu_runtime: str = "torch",
 ) -> dict:
     """ray.init, then (optionally) a 1-video run, then the full run, each a fresh run id.
 
@@ -249,6 +250,7 @@ def run_pipeline(
         ensemble=ensemble,
         decode=DecodeConfig(n_frames=frames),
         device=device,
+        cpu_runtime=cpu_runtime,
         **kw,
     )
     was_up = ray.is_initialized()
@@ -297,6 +299,7 @@ def run_pipeline(
         "score_actors_max": (layout.get("score") or {}).get("actors"),
         "layout": layout,
         "score_batch_videos": cfg.score_batch_videos,
+        "cpu_runtime": cfg.cpu_runtime,
         "ray_cpus": float(ray.cluster_resources().get("CPU", 0)),
     }
 
@@ -494,6 +497,8 @@ def summarize(pipe: dict, ref: dict, check: dict, cores: int) -> dict:
             "extract_actors_max": pipe["extract_actors_max"],
             "score_actors_max": pipe["score_actors_max"],
             "score_batch_videos": pipe["score_batch_videos"],
+            "cpu_runtime": pipe["cpu_runtime"],
+            "layout": pipe["layout"],
             "run_dir": pipe["run_dir"],
         },
         "reference": {
@@ -664,6 +669,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="pipeline score batch in videos (default: RunConfig's)",
     )
+    ap.add_argument(
+        "--cpu-runtime",
+        default="torch",
+        choices=("torch", "onnxruntime"),
+        help="the pipeline's --cpu-runtime (default torch; the reference always runs torch, "
+        "as the winner's script)",
+    )
     ap.add_argument("--tol", type=float, default=TOL, help="max |Δscore| (default 1e-4)")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     ap.add_argument(
@@ -761,6 +773,7 @@ def main(argv=None) -> int:
         args.device,
         args.score_batch_videos,
         startup_run=not args.no_startup_run,
+        cpu_runtime=args.cpu_runtime,
     )
     log(f"[bench] pipeline done in {pipe['wall_s']:.1f} s -> {pipe['run_dir']}")
 

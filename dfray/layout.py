@@ -123,12 +123,17 @@ def _gpu_layout(costs, cpus, gpus, extract, score, max_extract, max_score) -> La
     )
     extract_plan = None
     if extract:
-        n_e = max(1, int(cpus - (n_s if score else 0) - DRIVER_CPU))
+        # one decoder per core the score actors leave; their reservations give the driver
+        # and the read tasks their slice (4 vCPUs, one GPU: 3 decoders at 0.95 CPU each)
+        left = cpus - (n_s if score else 0)
+        n_e = max(1, math.floor(left + 1e-9))
         if max_extract:
             n_e = min(n_e, max_extract)
+        cpu_each = min(1.0, max(0.05, (left - DRIVER_CPU - READ_CPU * 2) / n_e))
         room = gpus - (score_plan.gpus * n_s if score_plan else 0.0)
         gpu_each = min(extract.gpus, max(0.01, room / n_e))
-        extract_plan = StagePlan(actors=n_e, cpus=1.0, gpus=round(gpu_each, 3), threads=1)
+        extract_plan = StagePlan(actors=n_e, cpus=round(cpu_each, 3), gpus=round(gpu_each, 3),
+                                 threads=1)
     # on GPUs the CPU side (decode) bounds the node: extract actors / decode cost
     bound = (extract_plan.actors / costs.extract_s) if extract_plan and costs.extract_s else None
     return Layout(extract_plan, score_plan, costs, True, bound)

@@ -50,6 +50,18 @@ def test_score_run_writes_one_row_per_video_with_schema(corpus_copy, tmp_path, r
     assert doc["counts"]["ok"] == len(meta) and sum(doc["counts"].values()) == t.num_rows
     assert doc["detectors"][0]["name"] == "m" and doc["versions"]["ray"]
     assert set(doc["stats"]["stages"]) == {"decode", "detect", "score"}
+    # the stages were sized from the first video, measured while Ray started; a broken
+    # first video gives no costs, and the layout falls back to the defaults
+    attempt = doc["attempts"][-1]
+    costs = attempt["layout"]["costs"]
+    first = pq.read_table(run / "manifest.parquet").column("video_id")[0].as_py()
+    want = "default" if first in expected_bad else "calibration (first video)"
+    assert costs["source"] == want, (first, costs)
+    assert costs["extract_s"] > 0 and costs["score_s"] > 0
+    assert attempt["workers"] == attempt["layout"]["extract"]["actors"] >= 1
+    assert attempt["score_workers"] == attempt["layout"]["score"]["actors"] >= 1
+    for stage in attempt["stages"].values():
+        assert 0 < stage["utilization"] <= 1.5 and stage["workers"] >= 1
     assert pq.read_table(run / "manifest.parquet").num_rows == t.num_rows
 
     # metrics on the run: fills the unscored labelled videos explicitly (none here)
@@ -73,6 +85,9 @@ def test_rerun_same_id_scores_only_missing_videos(corpus_copy, tmp_path, random_
             assert r["scored_at"] == first[r["video_id"]]["scored_at"]
     doc = json.loads((out / "r" / "run.json").read_text())
     assert doc["launches"] == 2 and [a["n_scored"] for a in doc["attempts"]] == [2, 4]
+    # the second launch sized its stages from the first one's timings, without calibrating
+    sources = [a["layout"]["costs"]["source"] for a in doc["attempts"]]
+    assert sources == ["calibration (first video)", "earlier attempts of this run"]
     assert doc["stats"]["n_scored"] == 6 and doc["stats"]["attempts"] == 2
 
 
