@@ -4,7 +4,11 @@ what the stages cost (pure arithmetic; the runner measures the costs and applies
 Costs are CPU seconds per video on one thread: `extract_s` (read + decode + MTCNN + crop)
 and `score_s` (the detector ensemble). They come, in this order, from a run named with
 `--costs-from`, from earlier attempts of the same run (run.json stats), from a calibration
-(the first video, processed in a child process while Ray starts), or from defaults.
+(the first video, processed on one thread in a child process while Ray starts; the runner
+waits up to 60 s for it, so a fast Ray start does not leave the run sized by the defaults),
+or from defaults (a broken first video, a run on a remote cluster). One video is a noisy
+sample of a corpus whose resolutions vary (on the benchmark corpus its extract cost is
+1.2 s at 360p and ~5 s at 1080p); a rerun or `--costs-from` uses a whole run's timings.
 
 CPU-only nodes. On C cores the work of one video is extract_s + score_s CPU seconds, so no
 layout beats C / (extract_s + score_s) videos/s (the bound). Each stage gets actors in
