@@ -129,6 +129,10 @@ class FaceExtractor:
             post_process=False,
             device=device,
         )
+        if device == "cpu":
+            from dfray.mtcnn import speed_up
+
+            speed_up(self.mtcnn)  # exact: the same boxes, fewer CPU seconds (dfray.mtcnn)
 
     def downscale(self, frames: np.ndarray) -> np.ndarray:
         """Each frame resized by cfg.scale with PIL (as the DFDC script does)."""
