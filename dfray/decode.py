@@ -4,6 +4,12 @@ FFmpeg with dav1d). Both pick the same frame indices (`frame_indices` over the c
 frame count) and give the same RGB frames for codecs both decode. When neither can decode
 a video stream that PyAV can name, the message says `unsupported codec <name>`.
 
+decord decodes frame by frame (`vr[i]`: decord's own accurate seek, which decodes on from
+the current frame when the next index lies in the same GOP, the same frames as its
+get_batch) into one array; a caller that decodes many videos passes a FrameBuffer and
+gets the same memory back each time, not 200 MB of fresh pages per 1080p video (see
+dfray.heap for why that matters).
+
 Reads from a local path or from the bytes of an object already fetched (S3). Failures
 raise DecodeError with a short, printable message (decord's own messages can contain the
 raw bytes of a bad file, which must not end up in a results table).
@@ -12,6 +18,7 @@ raw bytes of a bad file, which must not end up in a results table).
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +35,21 @@ class VideoInfo:
     fps: float
     frame_count: int
     duration_s: float
+
+
+class FrameBuffer:
+    """Memory for one video's frames, reused from video to video. The array `take` returns
+    is valid until the next `take`: the caller must be done with one video's frames (and
+    copy what it keeps) before it decodes the next into the same buffer."""
+
+    def __init__(self):
+        self._mem = np.empty(0, dtype=np.uint8)
+
+    def take(self, shape: tuple[int, ...]) -> np.ndarray:
+        n = math.prod(shape)
+        if self._mem.size < n:
+            self._mem = np.empty(n, dtype=np.uint8)
+        return self._mem[:n].reshape(shape)
 
 
 def frame_indices(frame_count: int, n: int) -> np.ndarray:
@@ -56,27 +78,39 @@ def open_video(source: str | bytes):
         raise DecodeError(f"not a readable video container (corrupt, truncated or not a video): {_clean(e)}") from None
 
 
-def decode_frames(source: str | bytes, n_frames: int = 32) -> tuple[np.ndarray, VideoInfo]:
-    """Frames (T, H, W, 3) uint8 RGB, T = min(n_frames, frame_count), and the video info."""
+def decode_frames(source: str | bytes, n_frames: int = 32,
+                  buffer: FrameBuffer | None = None) -> tuple[np.ndarray, VideoInfo]:
+    """Frames (T, H, W, 3) uint8 RGB, T = min(n_frames, frame_count), and the video info.
+    With `buffer`, decord's frames are written into its memory (see FrameBuffer)."""
     try:
         vr = open_video(source)
     except DecodeError as first:
         return decode_frames_pyav(source, n_frames, first)
-    return _decode_decord(vr, n_frames)
+    return _decode_decord(vr, n_frames, buffer)
 
 
-def _decode_decord(vr, n_frames: int) -> tuple[np.ndarray, VideoInfo]:
+def _decode_decord(vr, n_frames: int, buffer: FrameBuffer | None) -> tuple[np.ndarray, VideoInfo]:
     count = len(vr)
     if count <= 0:
         raise DecodeError("video has no frames")
     fps = float(vr.get_avg_fps() or 0.0)
     idx = frame_indices(count, n_frames)
+    frames = None
     try:
-        frames = vr.get_batch(list(idx)).asnumpy()
-    except Exception as e:
+        for k, i in enumerate(idx):
+            frame = vr[int(i)].asnumpy()
+            if frames is None:
+                if frame.ndim != 3 or frame.shape[-1] != 3:
+                    raise DecodeError(f"decoded a frame of shape {frame.shape}")
+                shape = (len(idx), *frame.shape)
+                frames = buffer.take(shape) if buffer else np.empty(shape, dtype=np.uint8)
+            frames[k] = frame
+    except DecodeError:
+        raise
+    except Exception as e:  # decord raises DECORDError / RuntimeError / StopIteration
         raise DecodeError(f"cannot decode frames: {_clean(e)}") from None
-    if frames.ndim != 4 or frames.shape[0] == 0:
-        raise DecodeError(f"decoded an empty batch of frames (shape {frames.shape})")
+    if frames is None or frames.shape[0] == 0:
+        raise DecodeError("decoded no frames")
     h, w = frames.shape[1:3]
     info = VideoInfo(int(w), int(h), fps, int(count), count / fps if fps > 0 else 0.0)
     return frames, info

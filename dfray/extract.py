@@ -10,6 +10,7 @@ keeps killing its worker is written as `error` after `max_attempts`.
 from __future__ import annotations
 
 import os
+import queue
 import socket
 import threading
 import time
@@ -19,7 +20,7 @@ import numpy as np
 
 from dfray import storage
 from dfray.config import DecodeConfig, FaceConfig, StorageConfig
-from dfray.decode import DecodeError, decode_frames, frame_indices
+from dfray.decode import DecodeError, FrameBuffer, decode_frames, frame_indices
 from dfray.faces import pack_crops
 from dfray.stage import Resources
 
@@ -95,6 +96,10 @@ class VideoExtractor:
         from dfray.faces import FaceExtractor
 
         self.faces = FaceExtractor(faces, device)
+        # frame memory reused from video to video; a buffer is taken for one video and
+        # handed back when that video is done (a timed-out video's thread keeps its own)
+        self._spare: list[FrameBuffer] = []
+        self._worker: _Worker | None = None
         self.decode_cfg = decode
         self.store = store
         self.timeout_s = timeout_s
@@ -112,25 +117,19 @@ class VideoExtractor:
                 "not retried"
             )
             return out
-        box: dict = {}
-        done = threading.Event()
-
-        def work() -> None:
-            try:
-                box["row"] = self._process(row, out)
-            except BaseException as e:  # noqa: BLE001 - re-raised by the caller below
-                box["error"] = e
-            finally:
-                done.set()
-
-        # One daemon thread per video. A thread stuck in a read that never returns (a FIFO,
-        # a hung mount) cannot be killed: it is abandoned, and as a daemon it never keeps
-        # the process from exiting (a pool's worker thread would be joined at exit, forever).
-        threading.Thread(target=work, name="dfray-extract", daemon=True).start()
-        if done.wait(self.timeout_s):
+        # Videos run one at a time on a daemon thread that outlives them (the same thread
+        # keeps the same malloc arena, so dfray.heap's reuse of freed memory works). A
+        # video stuck in a read that never returns (a FIFO, a hung mount) cannot be
+        # killed: its thread is abandoned and the next video gets a new one; as a daemon
+        # it never keeps the process from exiting.
+        if self._worker is None:
+            self._worker = _Worker()
+        finished, box = self._worker.run(lambda: self._process(row, out), self.timeout_s)
+        if finished:
             if "error" in box:
                 raise box["error"]
             return box["row"]
+        self._worker = None
         out = self._base(row)
         out.update(
             attempts=attempt,
@@ -145,6 +144,16 @@ class VideoExtractor:
         return out
 
     def _process(self, row: dict, out: dict) -> dict:
+        try:
+            buffer = self._spare.pop()
+        except IndexError:
+            buffer = FrameBuffer()
+        try:
+            return self._process_with(row, out, buffer)
+        finally:
+            self._spare.append(buffer)
+
+    def _process_with(self, row: dict, out: dict, buffer: FrameBuffer) -> dict:
         uri = row["uri"]
         t0 = time.perf_counter()
         try:
@@ -160,7 +169,7 @@ class VideoExtractor:
         if len(source) == 0:
             return {**out, "status": "read_error", "error": "empty file (0 bytes)"}
         try:
-            frames, info = decode_frames(source, self.decode_cfg.n_frames)
+            frames, info = decode_frames(source, self.decode_cfg.n_frames, buffer)
         except DecodeError as e:
             return {
                 **out,
@@ -196,6 +205,31 @@ class VideoExtractor:
         out["face_crops"], out["face_shapes"] = pack_crops(faces.crops)
         out["status"] = "extracted"
         return out
+
+
+class _Worker:
+    """A daemon thread that runs one function at a time for its caller."""
+
+    def __init__(self):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="dfray-extract", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            fn, box, done = self._jobs.get()
+            try:
+                box["row"] = fn()
+            except BaseException as e:  # noqa: BLE001 - re-raised by the caller
+                box["error"] = e
+            finally:
+                done.set()
+
+    def run(self, fn: Callable[[], dict], timeout_s: float) -> tuple[bool, dict]:
+        """(whether fn finished within timeout_s, {"row": its result} or {"error": ...})."""
+        box: dict = {}
+        done = threading.Event()
+        self._jobs.put((fn, box, done))
+        return done.wait(timeout_s), box
 
 
 def _msg(e: BaseException) -> str:

@@ -72,8 +72,9 @@ def crop_box(frame: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray:
 def margin_crops(frames: np.ndarray, frame_pos: np.ndarray, boxes: np.ndarray,
                  margin: float) -> list[np.ndarray]:
     """Each face's box plus margin, at the frame's native resolution (what a face cache
-    stores); frame_pos indexes into `frames`."""
-    return [np.ascontiguousarray(crop_box(frames[pos], box, margin))
+    stores), copied out of `frames` (its memory may be reused for the next video);
+    frame_pos indexes into `frames`."""
+    return [crop_box(frames[pos], box, margin).copy()
             for pos, box in zip(frame_pos, boxes, strict=True)]
 
 
