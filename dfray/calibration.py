@@ -19,6 +19,9 @@ def process_one(cfg: RunConfig, row: dict) -> dict:
     (CPU seconds of each stage on one torch thread)."""
     import torch
 
+    from dfray.heap import reuse_freed_memory
+
+    reuse_freed_memory()  # as the pipeline's workers do
     torch.set_num_threads(1)
     from dfray.extract import VideoExtractor
     from dfray.score import EnsembleScorer
