@@ -160,3 +160,13 @@ def test_smoke_rescore_benchmark_agrees(tmp_path):
     assert rc == 0
     doc = json.loads(out_json.read_text())
     assert doc["submissions"] == 2 and doc["direct_s"] > 0 and doc["cache_s"] > 0
+
+
+def test_smoke_extract_benchmark(tiny_corpus, tmp_path):
+    import bench_extract
+
+    out = tmp_path / "ext.json"
+    assert bench_extract.main([str(tiny_corpus), "--videos", "2", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["videos"] == 2 and doc["statuses"] == {"extracted": 2}
+    assert doc["cpu_s_per_video"] > 0 and doc["minor_faults_per_video"] >= 0
