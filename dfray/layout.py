@@ -1,25 +1,27 @@
-"""How many actors each stage gets, with how many cores and torch threads each — sized by
-what the stages cost (pure arithmetic; the runner measures the costs and applies the plan).
+"""How many actors each stage gets, with how many cores and torch threads each (pure
+arithmetic; the runner measures the costs and applies the plan).
 
 Costs are CPU seconds per video on one thread: `extract_s` (read + decode + MTCNN + crop)
 and `score_s` (the detector ensemble). They come, in this order, from a run named with
 `--costs-from`, from earlier attempts of the same run (run.json stats), from a calibration
-(the first video, processed on one thread in a child process while Ray starts; the runner
-waits up to 60 s for it, so a fast Ray start does not leave the run sized by the defaults),
-or from defaults (a broken first video, a run on a remote cluster). One video is a noisy
-sample of a corpus whose resolutions vary (on the benchmark corpus its extract cost is
-1.2 s at 360p and ~5 s at 1080p); a rerun or `--costs-from` uses a whole run's timings.
+(the first video, processed on one thread in a child process while Ray starts; used only
+if it is done when the pools are planned, which a fresh local Ray rarely allows — the run
+does not wait for it), or from defaults. On CPU nodes the costs set the logical CPU
+reservations and the bound, not the actor counts; on GPU nodes, the bound.
 
 CPU-only nodes. On C cores the work of one video is extract_s + score_s CPU seconds, so no
-layout beats C / (extract_s + score_s) videos/s (the bound). Each stage gets actors in
-proportion to its share of that work, rounded up, one torch thread each (processes scale
-better than intra-op threads: an EfficientNet-B0 batch at 380 px takes 4.4 s on one thread
-and 3.1 s on two). The actors together hold a little more than C processes, so the OS
-keeps every core busy: when one stage runs ahead, Ray Data's backpressure idles it and the
-other stage's processes get its core. Each stage alone can still run at least as fast as
-the bound (actors / cost >= bound), so neither starves the other. Logical CPU reservations
-are the stage shares of C, so Ray schedules all actors at once. Where memory does not allow
-that many score actors (big ensembles), fewer actors get more threads each.
+layout beats C / (extract_s + score_s) videos/s (the bound). Each stage gets enough actors
+to fill the machine on its own — floor(C) actors of one torch thread (processes scale better
+than intra-op threads: an EfficientNet-B0 batch at 380 px takes 4.4 s on one thread and
+3.1 s on two) — so no core idles whichever stage has work: while both run, the OS shares
+the cores between their processes and the cheaper stage catches up and waits; when the
+extract stage has run through the corpus (Ray Data's object-store backpressure lets it run
+far ahead when faces are small), the score stage's backlog still gets every core. Sizing
+the pools by cost shares instead (one B0 score actor beside two extract actors on two
+cores) left the second core idle for the last 70 s of a 190-s run (benchmarks/RESULTS.md,
+2026-12-07), and it rested on one video's noisy timings. Logical CPU reservations are the
+stage cost shares of C, so Ray schedules all actors at once. Where memory does not allow
+that many actors (big ensembles), fewer actors get more threads each.
 
 GPU nodes. Each GPU gets one score actor (one core feeding it, the detectors at fp16) and
 the other cores run extract actors (decode on the CPU, MTCNN on a slice of the GPU), so a
@@ -99,6 +101,11 @@ def plan_layout(
     total = e_cost + s_cost
     e_share = e_cost / total if total > 0 else (1.0 if extract else 0.0)
     s_share = 1.0 - e_share if score else 0.0
+    # enough actors to fill the machine alone, as many of each as memory holds of both
+    full = max(1, math.floor(cpus + 1e-9))
+    per_pair_mb = sum(r.memory_mb or 0 for r in (extract, score) if r)
+    if memory_mb and per_pair_mb:
+        full = max(1, min(full, math.floor(memory_mb / per_pair_mb)))
     plans: dict[str, StagePlan | None] = {"extract": None, "score": None}
     for name, res, share, cap in (
         ("extract", extract, e_share, max_extract),
@@ -106,13 +113,10 @@ def plan_layout(
     ):
         if res is None:
             continue
-        cores = max(share * cpus, 0.1)  # the stage's share of the machine, in cores
-        n = max(1, math.ceil(cores - 1e-9))
-        if memory_mb and res.memory_mb:
-            n = max(1, min(n, int(memory_mb * share // res.memory_mb) or 1))
+        n = full
         if cap:
             n = min(n, cap)
-        threads = max(1, round(cores / n)) if name == "score" else 1
+        threads = max(1, round(cpus / n))
         plans[name] = StagePlan(actors=n, cpus=round(max(share, 0.05) * usable / n, 3),
                                 gpus=0.0, threads=threads)
     bound = cpus / total if total > 0 else None
