@@ -2,8 +2,9 @@
 
 The runner starts this in a child process while Ray starts (so it costs no wall time on a
 machine with a core to spare) and uses it twice: the video's row is a real result (the
-same stage code as the pipeline's, so it is written like any other row), and its stage
-timings are the costs dfray.layout sizes the actor pools with. A video that crashes or
+same stage code as the pipeline's, so it is written like any other row; the child works
+on it while Ray starts and the actors load their models), and, when it is done before the
+pools are planned, its stage timings are the costs dfray.layout records. A video that crashes or
 hangs the child only loses the calibration; it goes through the pipeline like the rest.
 """
 

@@ -154,9 +154,9 @@ def _execute(cfg, kind, source, folder, done, prog, governor, detectors, calib, 
     try:
         costs = _known_costs(costs_from, previous, cfg, source)
         if costs is None and calib is not None:
-            if not calib.ready():
-                prog.phase("measuring stage costs on the first video")
-            costs = calib.costs(wait_s=min(cfg.video_timeout_s, CALIBRATION_WAIT_S))
+            # only if it is done already: on CPU nodes the costs no longer size the pools
+            # (dfray.layout), so waiting for them would only delay the run
+            costs = calib.costs(wait_s=0)
         layout = _layout(cfg, kind, source, cluster, detectors, costs or DEFAULT_COSTS)
         if calib is not None:
             done = done | {calib.video_id}  # its row comes from the child
@@ -284,15 +284,6 @@ def _layout(cfg, kind, source, cluster, detectors, costs):
 
 
 # -- the calibration child -------------------------------------------------------------------
-
-# How long the runner waits for the calibration video's costs before it sizes the stages
-# from DEFAULT_COSTS. Waiting is cheap next to a wrong layout: the video's row is a real
-# result, and a layout sized for meso4 gives an EfficientNet ensemble one score actor on
-# one thread for the whole run (benchmarks/RESULTS.md, 2026-12-05: that actor capped the
-# run at 0.23 videos/s). It only waits when Ray came up before the video was done.
-CALIBRATION_WAIT_S = 60.0
-
-
 
 class _Calibration:
     """The first todo video, processed in a spawned child process (dfray.calibration)."""
