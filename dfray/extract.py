@@ -96,9 +96,6 @@ class VideoExtractor:
         from dfray.faces import FaceExtractor
 
         self.faces = FaceExtractor(faces, device)
-        # frame memory reused from video to video; a buffer is taken for one video and
-        # handed back when that video is done (a timed-out video's thread keeps its own)
-        self._spare: list[FrameBuffer] = []
         self._worker: _Worker | None = None
         self.decode_cfg = decode
         self.store = store
@@ -121,10 +118,12 @@ class VideoExtractor:
         # keeps the same malloc arena, so dfray.heap's reuse of freed memory works). A
         # video stuck in a read that never returns (a FIFO, a hung mount) cannot be
         # killed: its thread is abandoned and the next video gets a new one; as a daemon
-        # it never keeps the process from exiting.
+        # it never keeps the process from exiting. Each thread owns the frame memory its
+        # videos reuse, so an abandoned one keeps its own.
         if self._worker is None:
             self._worker = _Worker()
-        finished, box = self._worker.run(lambda: self._process(row, out), self.timeout_s)
+        finished, box = self._worker.run(lambda buf: self._process(row, out, buf),
+                                          self.timeout_s)
         if finished:
             if "error" in box:
                 raise box["error"]
@@ -143,17 +142,7 @@ class VideoExtractor:
         out.update(status=None, error=None, n_frames=0, n_faces=0, worker=worker_name())
         return out
 
-    def _process(self, row: dict, out: dict) -> dict:
-        try:
-            buffer = self._spare.pop()
-        except IndexError:
-            buffer = FrameBuffer()
-        try:
-            return self._process_with(row, out, buffer)
-        finally:
-            self._spare.append(buffer)
-
-    def _process_with(self, row: dict, out: dict, buffer: FrameBuffer) -> dict:
+    def _process(self, row: dict, out: dict, buffer: FrameBuffer) -> dict:
         uri = row["uri"]
         t0 = time.perf_counter()
         try:
@@ -208,9 +197,11 @@ class VideoExtractor:
 
 
 class _Worker:
-    """A daemon thread that runs one function at a time for its caller."""
+    """A daemon thread that runs one function at a time for its caller, handing each the
+    thread's FrameBuffer (frame memory reused from video to video)."""
 
     def __init__(self):
+        self._buffer = FrameBuffer()
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         threading.Thread(target=self._loop, name="dfray-extract", daemon=True).start()
 
@@ -218,13 +209,13 @@ class _Worker:
         while True:
             fn, box, done = self._jobs.get()
             try:
-                box["row"] = fn()
+                box["row"] = fn(self._buffer)
             except BaseException as e:  # noqa: BLE001 - re-raised by the caller
                 box["error"] = e
             finally:
                 done.set()
 
-    def run(self, fn: Callable[[], dict], timeout_s: float) -> tuple[bool, dict]:
+    def run(self, fn: Callable[[FrameBuffer], dict], timeout_s: float) -> tuple[bool, dict]:
         """(whether fn finished within timeout_s, {"row": its result} or {"error": ...})."""
         box: dict = {}
         done = threading.Event()
