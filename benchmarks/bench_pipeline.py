@@ -447,16 +447,23 @@ def summarize(pipe: dict, ref: dict, check: dict, cores: int) -> dict:
     ref_incl = n_ref / ref["wall_s"]
     ref_excl = n_ref / ref["loop_s"]
 
-    per_video = sum(v for v in pipe_stage.values() if v is not None)
+    # The bound from the stages' own costs: CPU seconds of the extract and score actor
+    # processes per video (their start-up — imports, model loads — included). Not the rows'
+    # stage seconds: those are wall times, and with each pool able to fill the machine
+    # (dfray/layout.py) they include waiting for a core the other pool holds.
+    cpu = pipe["cpu_s"]
+    stage_cpu = {"extract": cpu.get("extract_actors", 0.0) / n, "score": cpu.get("score_actors", 0.0) / n}
+    per_video = sum(stage_cpu.values())
     bound = cores / per_video if per_video > 0 else None
     shares = {s: (v / per_video if v and per_video else 0.0) for s, v in pipe_stage.items()}
-    limiting = max(shares, key=shares.get)
-    # The actor pools cap the pipeline too: decode+detect run in the extract pool, score in
-    # the score pool, and a pool cannot go faster than actors / its stage cost per video.
-    ex = (pipe_stage["decode"] or 0) + (pipe_stage["detect"] or 0)
+    cpu_shares = {s: (v / per_video if per_video else 0.0) for s, v in stage_cpu.items()}
+    limiting = max(cpu_shares, key=cpu_shares.get)
+    # a pool cannot go faster than the cores its actors can hold / its CPU cost per video
     pool_caps = {
-        "extract": pipe["extract_actors_max"] / ex if ex > 0 else None,
-        "score": (pipe["score_actors_max"] / pipe_stage["score"] if pipe_stage["score"] else None),
+        "extract": (min(pipe["extract_actors_max"] or 0, cores) / stage_cpu["extract"]
+                    if stage_cpu["extract"] else None),
+        "score": (min(pipe["score_actors_max"] or 0, cores) / stage_cpu["score"]
+                  if stage_cpu["score"] else None),
     }
     ref_by_id = {x["video_id"]: x for x in ref["results"]}
     pipe_by_id = {x["video_id"]: x for x in pipe["rows"]}
@@ -516,7 +523,9 @@ def summarize(pipe: dict, ref: dict, check: dict, cores: int) -> dict:
         "ratio": pipe_incl / ref_incl,
         "ratio_excl_startup": (pipe_excl / ref_excl) if pipe_excl is not None else None,
         "bound": {
-            "stage_s_per_video": per_video,
+            "stage_cpu_s_per_video": stage_cpu,
+            "cpu_s_per_video": per_video,
+            "cpu_shares": cpu_shares,
             "videos_per_s": bound,
             "limiting_stage": limiting,
             "stage_shares": shares,
@@ -556,7 +565,7 @@ def format_report(s: dict) -> str:
             f"{b['stage_shares'][st]:>8.0%}"
         )
     lines.append(
-        f"{'sum':14}{_f(b['stage_s_per_video']):>14}"
+        f"{'sum':14}{_f(_sum(p['stage_s_per_video'])):>14}"
         f"{_f(_sum(r['stage_wall_s_per_video'])):>10}"
         f"{_f(_sum(r['stage_cpu_s_per_video'])):>10}"
     )
@@ -569,11 +578,11 @@ def format_report(s: dict) -> str:
         f"other Ray {_f(pc.get('other_ray'))}, driver {_f(pc.get('driver'))}; "
         f"reference {_f(r['process_cpu_s_per_video'])} ({r['workers']} worker threads, "
         f"{r['threads']} torch threads)",
-        f"bound: {s['n_cores']} cores / {_f(b['stage_s_per_video'])} s per video = "
-        f"{_f(b['videos_per_s'])} videos/s; limiting stage: {b['limiting_stage']} "
-        f"({b['stage_shares'][b['limiting_stage']]:.0%} of the work); pool caps: extract "
-        f"{_f(caps['extract'])} ({p['extract_actors_max']} actors), score "
-        f"{_f(caps['score'])} ({p['score_actors_max']} actor) videos/s",
+        f"bound: {s['n_cores']} cores / {_f(b['cpu_s_per_video'])} CPU s per video of the "
+        f"stage actors = {_f(b['videos_per_s'])} videos/s; limiting stage: "
+        f"{b['limiting_stage']} ({b['cpu_shares'][b['limiting_stage']]:.0%} of the work); "
+        f"pool caps: extract {_f(caps['extract'])} ({p['extract_actors_max']} actors), score "
+        f"{_f(caps['score'])} ({p['score_actors_max']} actors) videos/s",
         f"pipeline efficiency vs bound: {_f(b['efficiency'], '.0%')} incl. start-up, "
         f"{_f(b['efficiency_excl_startup'], '.0%')} excl. start-up",
         f"pipeline start-up {_f(p['startup_s'], '.1f')} s = ray.init "
