@@ -21,11 +21,11 @@ def _patch_extract(mod) -> None:
     orig = mod.VideoExtractor.__call__
     orig_process = mod.VideoExtractor._process
 
-    def process(self, row, out):
+    def process(self, row, out, *rest):
         crash = os.environ.get("DFRAY_TEST_CRASH_ON")
         if crash and crash in str(row.get("video_id", "")):
             os._exit(1)  # the whole process, from the extraction's thread
-        return orig_process(self, row, out)
+        return orig_process(self, row, out, *rest)
 
     def call(self, row):
         vid = str(row.get("video_id", ""))
