@@ -206,9 +206,9 @@ class RunConfig:
     max_attempts: int = option(3, flag="--max-attempts", check=at_least(1),
                                help="crashes a video may cause before it is marked error")
     extract_actors: int = option(0, flag="--extract-actors", check=at_least(0),
-                                 help="face-extraction actors (0: sized from the stage costs)")
+                                 help="face-extraction actors (0: planned; one per core on CPU nodes)")
     score_actors: int = option(0, flag="--score-actors", check=at_least(0),
-                               help="detector actors (0: sized from the stage costs)")
+                               help="detector actors (0: planned; one per core on CPU nodes)")
     score_batch_videos: int = option(0, flag="--score-batch", check=at_least(0),
                                      help="videos per detector batch (0: 8 on GPUs, 1 on CPUs)")
     flush_rows: int = option(64, flag="--flush-rows", check=at_least(1),
