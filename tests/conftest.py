@@ -172,6 +172,23 @@ def _no_orphans_left(request):
 
 
 @pytest.fixture(autouse=True)
+def _time_sharing_scheduler():
+    """Before each test: if something outside the suite has put this process under a
+    real-time policy (a CI run found it under SCHED_FIFO 99), back to the normal one, with a
+    warning. Every process a test starts inherits the policy, and a real-time process that
+    spins (terraform's provider did) holds a core against everything else, `timeout` and
+    this process's own timeouts included."""
+    import warnings
+
+    if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) != os.SCHED_OTHER:
+        policy = os.sched_getscheduler(0)
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        warnings.warn(f"the test process ran under scheduling policy {policy}; reset to "
+                      "SCHED_OTHER", stacklevel=1)
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _reset_dfray_logging():
     """The CLI configures the `dfray` logger for its process (own handler, no
     propagation); tests that call `main()` in-process must not leave that to the next test

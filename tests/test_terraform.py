@@ -89,17 +89,26 @@ def _terraform_env() -> dict[str, str]:
     return env
 
 
+def _normal_policy() -> None:
+    """In the child before exec: the time-sharing scheduler, not an inherited real-time one."""
+    if hasattr(os, "sched_setscheduler"):
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
 def _run(args: list[str], cwd: Path, timeout_s: float = 300) -> subprocess.CompletedProcess:
     """Run terraform in its own session with no stdin; on timeout the whole process group
     (terraform and its provider plugins) is killed, so a stuck plugin cannot hang the test.
     coreutils `timeout` kills it too, from its own process: a CI run once saw `terraform
     validate` and its provider spin on both cores for 15 minutes while this process, starved,
-    never reached its own timeout."""
+    never reached its own timeout. Another (/tmp/ci10, 2026-12-07) found the test process
+    itself under SCHED_FIFO at priority 99 (set from outside the suite): terraform and
+    `timeout` inherited it, terraform's spinning threads held both cores, and `timeout`,
+    runnable, never ran. So they start under the normal policy whatever this process has."""
     if shutil.which("timeout"):
         args = ["timeout", "-k", "10", str(int(timeout_s)), *args]
     proc = subprocess.Popen(
         args, cwd=cwd, env=_terraform_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
+        stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_normal_policy,
     )
     try:
         out, err = proc.communicate(timeout=timeout_s + 30)
