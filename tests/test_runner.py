@@ -115,35 +115,3 @@ def test_s3_corpus_and_outputs(tiny_corpus, s3, moto_server, random_config):
     assert all(by_id[n]["status"] == "ok" and by_id[n]["uri"] == f"s3://corpus/dfdc/{n}" for n in meta)
     assert all(by_id[n]["etag"] for n in meta)
 
-
-def test_each_video_leaves_a_stage_in_its_own_block():
-    """A todo read group of several videos goes through a stage one video per task, each
-    handed on when it is done — not as one block at the group's end, which kept the
-    score stage idle while the extract stage worked through the group."""
-    import os
-
-    import ray.data
-
-    from dfray.runner import init_ray
-    from dfray.runner.driver import TODO_GROUP
-    from dfray.runner.pipeline import _block_per_row
-
-    init_ray()
-
-    def read_group(batch):  # like _read_todo_groups: one row group of todo rows
-        first = int(batch["id"][0]) * TODO_GROUP
-        return {"video": list(range(first, first + TODO_GROUP))}
-
-    def stage(batch):  # like _Extract: one video per call, a big row out
-        return {"video": batch["video"], "pid": [os.getpid()] * len(batch["video"]),
-                "crops": [b"x" * 100_000] * len(batch["video"])}
-
-    def build():
-        ds = ray.data.from_items([{"id": 0}, {"id": 1}], override_num_blocks=2)
-        ds = ds.map_batches(read_group, batch_size=1, num_cpus=0.05)
-        return ds.map_batches(stage, batch_size=1, num_cpus=0.05)
-
-    grouped = [b.num_rows() for b in build().iter_internal_ref_bundles()]
-    assert sorted(grouped) == [TODO_GROUP, TODO_GROUP]  # Ray Data's own way
-    rows = [b.num_rows() for b in _block_per_row(build()).iter_internal_ref_bundles()]
-    assert rows == [1] * (2 * TODO_GROUP)

@@ -374,18 +374,6 @@ def corpus_dataset(cfg: RunConfig, todo_uri: str, layout: Layout, tracker,
     )
     if layout.score is not None:
         ds = _add_score(ds, cfg, layout, tracker, resources, fixed)
-    return _block_per_row(ds)
-
-
-def _block_per_row(ds):
-    """Each operator passes every row on as its own block. Ray Data fills an output block
-    up to DataContext.target_max_block_size (128 MB) before passing it on, so the eight
-    videos of a todo read group went through extract as one task and reached the score
-    stage all at once: the score actors idled while the extract actors ran, then scored
-    the last groups alone on a half-idle machine (benchmarks/RESULTS.md, 2026-12-07).
-    With a 1-byte target, a read group is sliced into one task per video and a video's
-    faces go on as soon as they are cut."""
-    ds.context.target_max_block_size = 1
     return ds
 
 
