@@ -455,7 +455,8 @@ def summarize(pipe: dict, ref: dict, check: dict, cores: int) -> dict:
     stage_cpu = {"extract": cpu.get("extract_actors", 0.0) / n, "score": cpu.get("score_actors", 0.0) / n}
     per_video = sum(stage_cpu.values())
     bound = cores / per_video if per_video > 0 else None
-    shares = {s: (v / per_video if v and per_video else 0.0) for s, v in pipe_stage.items()}
+    row_sum = sum(v for v in pipe_stage.values() if v)
+    shares = {s: (v / row_sum if v and row_sum else 0.0) for s, v in pipe_stage.items()}
     cpu_shares = {s: (v / per_video if per_video else 0.0) for s, v in stage_cpu.items()}
     limiting = max(cpu_shares, key=cpu_shares.get)
     # a pool cannot go faster than the cores its actors can hold / its CPU cost per video
