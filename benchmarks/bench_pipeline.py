@@ -455,7 +455,7 @@ def summarize(pipe: dict, ref: dict, check: dict, cores: int) -> dict:
     stage_cpu = {"extract": cpu.get("extract_actors", 0.0) / n, "score": cpu.get("score_actors", 0.0) / n}
     per_video = sum(stage_cpu.values())
     bound = cores / per_video if per_video > 0 else None
-    row_sum = sum(v for v in pipe_stage.values() if v)
+    row_sum = _sum(pipe_stage)
     shares = {s: (v / row_sum if v and row_sum else 0.0) for s, v in pipe_stage.items()}
     cpu_shares = {s: (v / per_video if per_video else 0.0) for s, v in stage_cpu.items()}
     limiting = max(cpu_shares, key=cpu_shares.get)
