@@ -163,12 +163,15 @@ class RayCpuSampler:
 
         self.every_s = every_s
         self.cpu: dict[int, tuple[str, float]] = {}  # pid -> (kind, cumulative CPU s)
+        self.titles: dict[int, str] = {}  # pid -> its process title (a Ray one once it has one)
         self.series: list[tuple[float, dict[str, float]]] = []  # (perf_counter, totals)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ray-cpu-sampler", daemon=True)
 
     @staticmethod
     def _kind(title: str) -> str:
+        if "_ExtractScore" in title:
+            return "fused_actors"
         if "_Extract" in title:
             return "extract_actors"
         if "_Score" in title:
@@ -189,6 +192,9 @@ class RayCpuSampler:
                 if prev is not None and prev[0] != "other_ray" and kind == "other_ray":
                     kind = prev[0]  # a dying actor loses its title; keep its kind
                 self.cpu[p.pid] = (kind, t.user + t.system)
+                short = _short_title(title)
+                if "(" in short or "(" not in self.titles.get(p.pid, ""):
+                    self.titles[p.pid] = short  # an actor's class name outlives its end
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
         if hasattr(self, "base"):
@@ -210,12 +216,21 @@ class RayCpuSampler:
         self._sample()
         return False
 
-    def totals(self) -> dict[str, float]:
+    def totals(self, by_title: bool = False) -> dict[str, float]:
+        """CPU seconds since __enter__ per kind, or (`by_title`) per process title."""
         out: dict[str, float] = {}
         for pid, (kind, cpu) in self.cpu.items():
             base = self.base.get(pid, (kind, 0.0))[1]
-            out[kind] = out.get(kind, 0.0) + cpu - base
+            key = self.titles.get(pid, kind) if by_title else kind
+            out[key] = out.get(key, 0.0) + cpu - base
         return out
+
+
+def _short_title(title: str) -> str:
+    """`raylet`, `gcs_server`, `ray::IDLE`, `ray::MapWorker(MapBatches(_Extract))`: a
+    process's name without its folder and arguments."""
+    head = title.split()[0] if title.split() else "?"
+    return head if head.startswith("ray::") else os.path.basename(head)
 
 
 def run_pipeline(
@@ -292,6 +307,8 @@ def run_pipeline(
         "prepare_s": (timeline.t_start - t2) if timeline.t_start else None,
         "arrivals": [(t - t2, n) for t, n in timeline.arrivals],
         "cpu_s": {**sampler.totals(), "driver": driver_cpu},
+        "cpu_s_by_process": {k: round(v, 2) for k, v in sorted(
+            sampler.totals(by_title=True).items(), key=lambda kv: -kv[1])},
         "cpu_series": [
             (round(t - t2, 2), {k: round(v, 2) for k, v in d.items()}) for t, d in sampler.series
         ],
@@ -453,6 +470,13 @@ def summarize(pipe: dict, ref: dict, check: dict, cores: int) -> dict:
     # (dfray/layout.py) they include waiting for a core the other pool holds.
     cpu = pipe["cpu_s"]
     stage_cpu = {"extract": cpu.get("extract_actors", 0.0) / n, "score": cpu.get("score_actors", 0.0) / n}
+    if cpu.get("fused_actors"):
+        # one pool holds both stages (dfray/layout.py, CPU-only nodes): its CPU is split by
+        # the rows' stage seconds (one thread per actor, one actor per core: wall ~ CPU)
+        row_sum = _sum(pipe_stage) or 1.0
+        e_share = ((pipe_stage["decode"] or 0.0) + (pipe_stage["detect"] or 0.0)) / row_sum
+        stage_cpu = {"extract": cpu["fused_actors"] * e_share / n,
+                     "score": cpu["fused_actors"] * (1 - e_share) / n}
     per_video = sum(stage_cpu.values())
     bound = cores / per_video if per_video > 0 else None
     row_sum = _sum(pipe_stage)
@@ -501,6 +525,7 @@ def summarize(pipe: dict, ref: dict, check: dict, cores: int) -> dict:
             "cpu_s_series": pipe["cpu_series"],  # (s into run_scoring, CPU s so far by kind)
             "stage_s_per_video": pipe_stage,
             "process_cpu_s": pipe["cpu_s"],
+            "process_cpu_s_by_title": pipe["cpu_s_by_process"],
             "process_cpu_s_per_video": {k: v / n for k, v in pipe["cpu_s"].items()},
             "extract_actors_max": pipe["extract_actors_max"],
             "score_actors_max": pipe["score_actors_max"],
@@ -574,9 +599,12 @@ def format_report(s: dict) -> str:
     caps = b["pool_caps_videos_per_s"]
     lines += [
         "",
-        "process CPU s per video (incl. start-up): pipeline extract actors "
-        f"{_f(pc.get('extract_actors'))}, score actors {_f(pc.get('score_actors'))}, "
-        f"other Ray {_f(pc.get('other_ray'))}, driver {_f(pc.get('driver'))}; "
+        "process CPU s per video (incl. start-up): pipeline "
+        + (f"extract + score actors (one pool) {_f(pc.get('fused_actors'))}, "
+           if pc.get("fused_actors") else
+           f"extract actors {_f(pc.get('extract_actors'))}, score actors "
+           f"{_f(pc.get('score_actors'))}, ")
+        + f"other Ray {_f(pc.get('other_ray'))}, driver {_f(pc.get('driver'))}; "
         f"reference {_f(r['process_cpu_s_per_video'])} ({r['workers']} worker threads, "
         f"{r['threads']} torch threads)",
         f"bound: {s['n_cores']} cores / {_f(b['cpu_s_per_video'])} CPU s per video of the "

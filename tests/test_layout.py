@@ -38,6 +38,12 @@ def test_cpu_layout_lets_each_stage_fill_the_machine_alone(costs, cpus):
         assert plan.actors == cpus and plan.threads == 1
     # all actors are schedulable at once, leaving the driver its share
     assert _reserved(lay) <= cpus - DRIVER_CPU + 1e-6
+    # equal pools on CPU-only nodes run as one pool of actors holding both stages, with
+    # both stages' reservations
+    assert lay.fused
+    fused = lay.fused_plan()
+    assert fused.actors == cpus and fused.threads == 1 and fused.gpus == 0
+    assert fused.actors * fused.cpus == pytest.approx(_reserved(lay), abs=0.01)
 
 
 def test_cpu_layout_reserves_cores_by_cost_share():
@@ -55,17 +61,20 @@ def test_user_caps_and_memory_limit_actor_counts():
                       max_extract=3, max_score=2)
     assert (lay.extract.actors, lay.score.actors) == (3, 2)
     assert (lay.extract.threads, lay.score.threads) == (5, 8)  # the cores, as threads
+    assert not lay.fused  # a cap on one stage keeps the pools apart
     big = plan_layout(B0_380, 16.0, extract=CPU_EXTRACT, score=Resources(cpus=1.0,
                       memory_mb=8000), memory_mb=20000)
     # 20 GB holds two pairs of a 1.5 GB extract actor and an 8 GB ensemble: two actors a
     # stage, each with half the cores as threads
     assert (big.extract.actors, big.score.actors) == (2, 2)
     assert big.score.threads == 8
+    assert big.fused
 
 
 def test_one_stage_layouts():
     cache_build = plan_layout(MESO4, 4.0, extract=CPU_EXTRACT, score=None)
     assert cache_build.score is None and cache_build.extract.actors == 4
+    assert not cache_build.fused
     rescore = plan_layout(B0_380, 4.0, extract=None, score=CPU_SCORE)
     assert rescore.extract is None and rescore.score.actors == 4
     assert rescore.bound_videos_per_s == pytest.approx(4.0 / 4.2)
@@ -78,7 +87,7 @@ def test_one_stage_layouts():
 def test_gpu_node_feeds_the_gpu_from_the_other_cores():
     # a g5.xlarge-class node: 4 vCPUs, one GPU
     lay = plan_layout(B0_380, 4.0, 1.0, extract=GPU_EXTRACT, score=GPU_SCORE)
-    assert lay.use_gpu
+    assert lay.use_gpu and not lay.fused
     assert (lay.score.actors, lay.score.gpus) == (1, 0.5)
     assert lay.extract.actors == 3 and lay.extract.gpus <= 0.5 / 3 + 1e-9
     assert _reserved(lay) <= 4.0 - DRIVER_CPU + 1e-6  # all schedulable at once

@@ -115,3 +115,20 @@ def test_s3_corpus_and_outputs(tiny_corpus, s3, moto_server, random_config):
     assert all(by_id[n]["status"] == "ok" and by_id[n]["uri"] == f"s3://corpus/dfdc/{n}" for n in meta)
     assert all(by_id[n]["etag"] for n in meta)
 
+
+
+def test_todo_groups_shrink_towards_the_end_of_the_list():
+    from dfray.runner.driver import TASKS_PER_ACTOR, TODO_GROUP, todo_groups
+
+    assert todo_groups(0, 2) == []
+    assert todo_groups(6, 2) == [1] * 6  # the tests' corpora: one video per task
+    long = todo_groups(10_000, 2)
+    assert long[0] == TODO_GROUP and long[-1] == 1
+    for n in range(1, 300):
+        for actors in (1, 2, 5):
+            sizes = todo_groups(n, actors)
+            assert sum(sizes) == n and all(1 <= g <= TODO_GROUP for g in sizes)
+            assert sizes == sorted(sizes, reverse=True)  # big groups first, single videos last
+            # whatever is left at any point makes at least TASKS_PER_ACTOR tasks per actor
+            for i in range(len(sizes)):
+                assert len(sizes) - i >= min(sum(sizes[i:]), TASKS_PER_ACTOR * actors)

@@ -18,15 +18,33 @@ from dfray import results, storage
 _END = object()
 
 
-TODO_GROUP = 8  # videos per row group of _todo.parquet: one read task of the pipeline each
+TODO_GROUP = 8  # at most this many videos per row group of _todo.parquet (one read task)
+TASKS_PER_ACTOR = 4  # groups shrink so that what is left makes this many per extract actor
 
 
-def write_todo(folder: results.RunFolder, done: set[str], limit: int | None):
-    """Stream manifest rows without a final row into _todo.parquet, in row groups of a few
-    videos; (uri, n_todo, n_total)."""
+def todo_groups(n_todo: int, actors: int) -> list[int]:
+    """Videos per read task, in todo order: each group is what is left divided by
+    TASKS_PER_ACTOR per extract actor, between 1 and TODO_GROUP (guided self-scheduling).
+    A task's videos reach the next stage together and its actor works through them in
+    turn, so long lists get few tasks, and the last tasks are single videos: no actor is
+    left working through a big group while the others idle."""
+    sizes, left = [], n_todo
+    while left > 0:
+        size = max(1, min(TODO_GROUP, left // max(1, TASKS_PER_ACTOR * actors)))
+        sizes.append(size)
+        left -= size
+    return sizes
+
+
+def write_todo(folder: results.RunFolder, done: set[str], limit: int | None,
+               actors: int = 1):
+    """Stream manifest rows without a final row into _todo.parquet, one row group per
+    read task (`todo_groups` for `actors` extract actors); (uri, n_todo, n_total)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    ids = results.read_manifest(folder, columns=["video_id"]).column("video_id").to_pylist()
+    sizes = todo_groups(sum(1 for v in ids[:limit] if v not in done), actors)
     fs, path = storage.filesystem(folder.manifest, folder.cfg)
     todo_uri = storage.join(folder.root, "_todo.parquet")
     tfs, tpath = storage.filesystem(todo_uri, folder.cfg)
@@ -34,6 +52,7 @@ def write_todo(folder: results.RunFolder, done: set[str], limit: int | None):
     with fs.open_input_file(path) as f:
         src = pq.ParquetFile(f)
         with tfs.open_output_stream(tpath) as sink, pq.ParquetWriter(sink, src.schema_arrow) as w:
+            held, k = src.schema_arrow.empty_table(), 0
             for i in range(src.num_row_groups):
                 t = src.read_row_group(i)
                 if limit is not None:
@@ -42,10 +61,15 @@ def write_todo(folder: results.RunFolder, done: set[str], limit: int | None):
                 keep = [v not in done for v in t.column("video_id").to_pylist()]
                 t = t.filter(pa.array(keep, pa.bool_()))
                 n_todo += t.num_rows
-                if t.num_rows:
-                    w.write_table(t, row_group_size=TODO_GROUP)
+                held = pa.concat_tables([held, t])
+                while k < len(sizes) and held.num_rows >= sizes[k]:
+                    size, k = sizes[k], k + 1
+                    w.write_table(held.slice(0, size), row_group_size=size)
+                    held = held.slice(size)
                 if limit is not None and n_total >= limit:
                     break
+            if held.num_rows:  # only if the manifest changed under us
+                w.write_table(held)
     return todo_uri, n_todo, n_total
 
 

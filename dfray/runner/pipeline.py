@@ -1,6 +1,7 @@
 """The Ray Data pipelines (the only code in dfray that touches Ray Data).
 
     corpus run:  todo.parquet ─read─▶ extract (actor pool) ─faces─▶ score (actor pool) ─▶ driver
+      CPU only:  todo.parquet ─read─▶ extract + score (one actor pool) ──────────────────▶ driver
     cache build: todo.parquet ─read─▶ extract (actor pool) ─faces + PNG crops──────────────▶ driver
     from cache:  cache row groups ─read + PNG decode (tasks)─▶ score (actor pool) ─────────▶ driver
 
@@ -9,8 +10,9 @@ Why the split is where it is (CPU seconds per video on the 2-core CI machine, 36
 - read, decode, detection and cropping share one process: a 1080p video's 32 frames are
   ~200 MB of RGB, its margin crops ~10 MB; only crops cross the object store.
 - the detectors are their own actor pool: they hold other models, want batches across
-  videos on a GPU, and on a CPU need a number of cores of their own that depends on the
-  ensemble (dfray.layout sizes both pools from measured costs).
+  videos on a GPU, and a user may cap them apart (dfray.layout sizes both pools). On
+  CPU-only nodes with equal pools the two stages share each actor instead (Layout.fused:
+  measured cheaper, see dfray.layout).
 - rows come back to the driver, the single writer of immutable Parquet parts.
 
 Each stage runs inside an adapter that owns where-it-runs concerns (torch threads, the
@@ -35,11 +37,19 @@ class AttemptTracker:
         self.ended = 0
         self.devices: dict[str, dict[str, int]] = {}  # stage -> device label -> actor starts
         self.cache_reads = 0  # face-cache row groups read (a group reads each once)
+        self.actors: list = []  # handles of the pools' actors (to stop a pipeline)
 
-    def ran_on(self, stage: str, device: str) -> None:
+    def ran_on(self, stage: str, device: str, actor=None) -> None:
         """An actor of `stage` started with its models on `device` (see device_name)."""
         per = self.devices.setdefault(stage, {})
         per[device] = per.get(device, 0) + 1
+        if actor is not None:
+            self.actors.append(actor)
+
+    def take_actors(self) -> list:
+        """The handles of the actors started so far (each handed out once)."""
+        out, self.actors = self.actors, []
+        return out
 
     def devices_used(self) -> dict[str, dict[str, int]]:
         return self.devices
@@ -82,6 +92,27 @@ def _setup_worker(threads: int) -> None:
 
     reuse_freed_memory()
     torch.set_num_threads(max(1, int(threads)))
+
+
+def _this_actor():
+    import ray
+
+    return ray.get_runtime_context().current_actor
+
+
+def stop_pools(tracker) -> int:
+    """Kill (without restart) every pool actor started so far, so that a pipeline the
+    driver gave up on frees its resources and fails, whatever it was waiting for. Returns
+    how many were killed."""
+    import ray
+
+    actors = ray.get(tracker.take_actors.remote(), timeout=30)
+    for a in actors:
+        try:
+            ray.kill(a, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+    return len(actors)
 
 
 def _device(requested: str, use_gpu: bool) -> str:
@@ -154,7 +185,7 @@ class _Extract:
             max_attempts=cfg.max_attempts,
             on_start=on_start,
         )
-        tracker.ran_on.remote("extract", device_name(device))
+        tracker.ran_on.remote("extract", device_name(device), _this_actor())
 
     def __call__(self, batch):
         import pyarrow as pa
@@ -210,7 +241,7 @@ class _Score:
             storage=cfg.storage,
             runtime=cfg.cpu_runtime,
         )
-        tracker.ran_on.remote("score", device_name(device))
+        tracker.ran_on.remote("score", device_name(device), _this_actor())
 
     key = "score"  # the attempt counter's key prefix
 
@@ -243,6 +274,19 @@ class _Score:
                 out.extend(self.stage([row]))
             ray.get(self.tracker.end.remote(key))
         return out
+
+
+class _ExtractScore:
+    """Both stages in one actor, a video at a time (CPU-only nodes, Layout.fused: why in
+    dfray.layout). A detector that kills the actor costs the video its extraction too;
+    the two attempt counters stay apart (extract's ends before scoring starts)."""
+
+    def __init__(self, cfg: RunConfig, tracker, plan: StagePlan, use_gpu: bool):
+        self.extract = _Extract(cfg, tracker, plan, use_gpu)
+        self.score = _Score(cfg, tracker, plan, use_gpu)
+
+    def __call__(self, batch):
+        return self.score(self.extract(batch))
 
 
 # what one ensemble of a group adds to a row (the rest of its row is the cache's)
@@ -364,6 +408,17 @@ def corpus_dataset(cfg: RunConfig, todo_uri: str, layout: Layout, tracker,
         batch_format="pyarrow",
         num_cpus=READ_CPU,
     )
+    if layout.fused and layout.score is not None and not pngs:
+        plan = layout.fused_plan()
+        return ds.map_batches(
+            _ExtractScore,
+            fn_constructor_kwargs={"cfg": cfg, "tracker": tracker, "plan": plan,
+                                   "use_gpu": layout.use_gpu},
+            batch_size=1,
+            batch_format="pyarrow",
+            **_actor_kw(plan, resources["extract"].memory_mb + resources["score"].memory_mb,
+                        fixed),
+        )
     ds = ds.map_batches(
         _Extract,
         fn_constructor_kwargs={"cfg": cfg, "tracker": tracker, "plan": layout.extract,
@@ -458,9 +513,15 @@ def cluster_resources() -> dict:
 
 
 def alive_nodes() -> int:
+    return len(worker_nodes())
+
+
+def worker_nodes() -> frozenset[str]:
+    """Ids of the alive nodes that can run the pipeline's actors (they have CPUs)."""
     import ray
 
-    return sum(1 for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0)
+    return frozenset(n["NodeID"] for n in ray.nodes()
+                     if n.get("Alive") and n["Resources"].get("CPU", 0) > 0)
 
 
 def kill(actor) -> None:

@@ -141,14 +141,12 @@ def _run_leased(cfg, kind, progress, governor, verbose, costs_from) -> RunResult
 def _execute(cfg, kind, source, folder, done, prog, governor, detectors, calib, costs_from,
              previous, t_start):
     """Run the pipeline over the videos without a row; (state, this attempt's stats)."""
-    cluster = pipeline.cluster_resources()
     n_todo_est = prog.total - prog.already_done
     if governor is not None:
         governor.start(n_todo=n_todo_est, prog=prog)  # caps the autoscaler before any demand
-        # size the pools for the cluster the budget allows, not the one up now
-        cluster = governor.planning_resources(cluster)
     writer = _writer(cfg, folder, kind)
     stopped = False
+    replans = 0
     tracker = pipeline.start_tracker()
     layout = None
     try:
@@ -157,14 +155,15 @@ def _execute(cfg, kind, source, folder, done, prog, governor, detectors, calib, 
             # only if it is done already: on CPU nodes the costs no longer size the pools
             # (dfray.layout), so waiting for them would only delay the run
             costs = calib.costs(wait_s=0)
-        layout = _layout(cfg, kind, source, cluster, detectors, costs or DEFAULT_COSTS)
+        nodes = _Nodes()
+        layout = _layout(cfg, kind, source, _cluster(governor), detectors, costs or DEFAULT_COSTS)
         if calib is not None:
             done = done | {calib.video_id}  # its row comes from the child
         ds, passthrough = _dataset(cfg, kind, source, folder, done, layout, tracker)
         if passthrough:
             writer.add(passthrough)
             prog.add(passthrough)
-        state = {"stop": False}
+        state = {"stop": False, "lost": False}
         finish = cache.finish_row if kind == "extract" else (lambda r: r)
 
         def on_rows(rows):
@@ -184,10 +183,32 @@ def _execute(cfg, kind, source, folder, done, prog, governor, detectors, calib, 
                 prog.add(rows)
             prog.extracted = _extracted(tracker, prog)
             prog.maybe_print()
+            if nodes.lost():
+                state["lost"] = True
+                return True
             return _budget_stop(governor, prog, state)
 
-        if ds is not None:
+        while ds is not None:
             stopped = driver.drive(ds, on_rows, on_tick)
+            if not state["lost"] or state["stop"]:
+                break
+            # A node of the pools is gone. Ray Data would restart its actors elsewhere, but
+            # a fixed pool planned for the lost node's CPUs or GPU slices has no room for
+            # them, and their queued work would wait for ever; so the run stops this
+            # pipeline, plans the pools again on the nodes that are left and goes on with
+            # the videos that have no row yet (work in flight is done again).
+            state["lost"], stopped = False, False
+            pipeline.stop_pools(tracker)
+            writer.flush()
+            done = folder.done_ids() | ({calib.video_id} if calib is not None else set())
+            replans += 1
+            layout = _layout(cfg, kind, source, _cluster(governor), detectors,
+                             costs or DEFAULT_COSTS)
+            log.warning("a node left the cluster: the pools are planned again on the %d "
+                        "node(s) left (%s extract, %s score actors)", len(nodes.ids),
+                        layout.extract.actors if layout.extract else 0,
+                        layout.score.actors if layout.score else 0)
+            ds, _ = _dataset(cfg, kind, source, folder, done, layout, tracker)
         if calib is not None and not calib.taken and not stopped:
             prog.phase("waiting for the calibration video")
             rows = calib.take_row(wait_s=cfg.video_timeout_s + 120)
@@ -220,9 +241,39 @@ def _execute(cfg, kind, source, folder, done, prog, governor, detectors, calib, 
         "workers": extract_n,
         "score_workers": score_n,
         "layout": layout.to_dict() if layout else None,
+        "replanned_after_node_loss": replans,
         "stages": stages,
     }
     return ("budget_exhausted" if stopped else "complete"), attempt
+
+
+def _cluster(governor) -> dict:
+    """The resources to plan the pools on: the cluster's, or (with a budget governor) the
+    cluster the budget allows, not the one up now."""
+    cluster = pipeline.cluster_resources()
+    return governor.planning_resources(cluster) if governor is not None else cluster
+
+
+class _Nodes:
+    """The nodes the pools were planned on; `lost()` says (checked every `every_s`) whether
+    one of them has left the cluster since."""
+
+    def __init__(self, every_s: float = 5.0):
+        self.every_s = every_s
+        self.ids = pipeline.worker_nodes()
+        self._next = time.monotonic() + every_s
+
+    def lost(self) -> bool:
+        if time.monotonic() < self._next:
+            return False
+        self._next = time.monotonic() + self.every_s
+        try:
+            now = pipeline.worker_nodes()
+        except Exception:  # noqa: BLE001 - the GCS did not answer: ask again later
+            return False
+        gone = self.ids - now
+        self.ids = now
+        return bool(gone)
 
 
 def _budget_stop(governor, prog, state) -> bool:
@@ -363,7 +414,8 @@ def _dataset(cfg, kind, source, folder, done, layout, tracker, only: str | None 
     if source.kind == "cache":
         return _cache_dataset(cfg, folder, done, layout, tracker, resources)
     limit_done = done if only is None else done | _all_but(folder, only)
-    todo_uri, n_todo, _ = driver.write_todo(folder, limit_done, cfg.limit)
+    todo_uri, n_todo, _ = driver.write_todo(folder, limit_done, cfg.limit,
+                                            layout.extract.actors if layout.extract else 1)
     if not n_todo:
         return None, []
     ds = pipeline.corpus_dataset(cfg, todo_uri, layout, tracker, resources,
