@@ -210,7 +210,8 @@ class RunConfig:
     score_actors: int = option(0, flag="--score-actors", check=at_least(0),
                                help="detector actors (0: planned; one per core on CPU nodes)")
     score_batch_videos: int = option(0, flag="--score-batch", check=at_least(0),
-                                     help="videos per detector batch (0: 8 on GPUs, 1 on CPUs)")
+                                     help="videos per detector batch (0: 8 on GPUs, 1 on CPUs; "
+                                     "above 1 on CPU nodes, the score stage gets a pool of its own)")
     flush_rows: int = option(64, flag="--flush-rows", check=at_least(1),
                              help="rows per Parquet part written while the run goes")
     limit: int | None = option(None, flag="--limit", check=at_least(1),

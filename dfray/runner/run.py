@@ -154,7 +154,7 @@ def _execute(cfg, kind, source, folder, done, prog, governor, detectors, calib, 
         if costs is None and calib is not None:
             # only if it is done already: on CPU nodes the costs no longer size the pools
             # (dfray.layout), so waiting for them would only delay the run
-            costs = calib.costs(wait_s=0)
+            costs = calib.costs()
         nodes = _Nodes()
         layout = _layout(cfg, kind, source, _cluster(governor), detectors, costs or DEFAULT_COSTS)
         if calib is not None:
@@ -322,7 +322,7 @@ def _layout(cfg, kind, source, cluster, detectors, costs):
     gpus = float(cluster.get("GPU", 0)) if cfg.device != "cpu" else 0.0
     on_gpu = gpus > 0
     model_mb = sum(d.get("model_mb") or 0 for d in detectors or [])
-    return plan_layout(
+    layout = plan_layout(
         costs,
         float(cluster.get("CPU", 1)),
         gpus,
@@ -332,6 +332,10 @@ def _layout(cfg, kind, source, cluster, detectors, costs):
         max_extract=cfg.extract_actors,
         max_score=cfg.score_actors,
     )
+    if layout.fused and (cfg.score_batch_videos or 1) > 1:
+        # batches across videos need a score pool of its own to gather them
+        layout = dataclasses.replace(layout, fused=False)
+    return layout
 
 
 # -- the calibration child -------------------------------------------------------------------
@@ -363,8 +367,9 @@ class _Calibration:
             log.debug("calibration video %s: %s", self.video_id, e)
             return None
 
-    def costs(self, wait_s: float) -> StageCosts | None:
-        r = self._result(wait_s) if (wait_s > 0 or self._future.done()) else None
+    def costs(self) -> StageCosts | None:
+        """Its stage costs if it is done already (the run does not wait for them)."""
+        r = self._result(0.0) if self._future.done() else None
         if not r or r["extract_s"] is None:
             return None
         return StageCosts(r["extract_s"], r["score_s"], "calibration (first video)")
