@@ -77,7 +77,10 @@ def test_rerun_same_id_scores_only_missing_videos(corpus_copy, tmp_path, random_
                  "--run-id", "r", "--limit", "2") == 0
     first = {r["video_id"]: r for r in read_videos(str(out / "r")).to_pylist()}
     assert len(first) == 2
-    assert score(str(corpus_copy), "--out", str(out), "--config", random_config, "--run-id", "r") == 0
+    # the second launch batches two videos per detector pass: on this CPU node that keeps
+    # a score pool of its own (the first launch ran both stages in one pool)
+    assert score(str(corpus_copy), "--out", str(out), "--config", random_config, "--run-id", "r",
+                 "--score-batch", "2") == 0
     t = read_videos(str(out / "r"))
     rows = t.to_pylist()
     assert len(rows) == len({r["video_id"] for r in rows}) == 6
@@ -91,6 +94,8 @@ def test_rerun_same_id_scores_only_missing_videos(corpus_copy, tmp_path, random_
     assert sources[0] in ("default", "calibration (first video)")
     assert sources[1] == "earlier attempts of this run"
     assert doc["stats"]["n_scored"] == 6 and doc["stats"]["attempts"] == 2
+    assert [a["layout"]["fused"] for a in doc["attempts"]] == [True, False]
+    assert all(r["status"] == "ok" and r["n_faces"] > 0 for r in rows)
 
 
 def test_s3_corpus_and_outputs(tiny_corpus, s3, moto_server, random_config):
