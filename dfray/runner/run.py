@@ -183,10 +183,10 @@ def _execute(cfg, kind, source, folder, done, prog, governor, detectors, calib, 
                 prog.add(rows)
             prog.extracted = _extracted(tracker, prog)
             prog.maybe_print()
-            if nodes.lost():
-                state["lost"] = True
+            if _budget_stop(governor, prog, state):
                 return True
-            return _budget_stop(governor, prog, state)
+            state["lost"] = nodes.lost()  # the budget first: a stopping run is not re-planned
+            return state["lost"]
 
         while ds is not None:
             stopped = driver.drive(ds, on_rows, on_tick)
