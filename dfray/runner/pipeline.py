@@ -39,12 +39,14 @@ class AttemptTracker:
         self.cache_reads = 0  # face-cache row groups read (a group reads each once)
         self.actors: list = []  # handles of the pools' actors (to stop a pipeline)
 
-    def ran_on(self, stage: str, device: str, actor=None) -> None:
+    def ran_on(self, stage: str, device: str) -> None:
         """An actor of `stage` started with its models on `device` (see device_name)."""
         per = self.devices.setdefault(stage, {})
         per[device] = per.get(device, 0) + 1
-        if actor is not None:
-            self.actors.append(actor)
+
+    def joined(self, actor) -> None:
+        """A pool actor is starting (before it loads its models)."""
+        self.actors.append(actor)
 
     def take_actors(self) -> list:
         """The handles of the actors started so far (each handed out once)."""
@@ -83,21 +85,18 @@ class AttemptTracker:
         return self.cache_reads
 
 
-def _setup_worker(threads: int) -> None:
+def _setup_worker(threads: int, tracker) -> None:
     """A stage's torch threads; also keeps freed memory in the worker for the next
-    video (dfray.heap: the same results, fewer page faults)."""
+    video (dfray.heap: the same results, fewer page faults). The actor tells the tracker
+    it is there first, so that stop_pools can reach it while it loads its models."""
+    import ray
     import torch
 
     from dfray.heap import reuse_freed_memory
 
+    tracker.joined.remote(ray.get_runtime_context().current_actor)
     reuse_freed_memory()
     torch.set_num_threads(max(1, int(threads)))
-
-
-def _this_actor():
-    import ray
-
-    return ray.get_runtime_context().current_actor
 
 
 def stop_pools(tracker) -> int:
@@ -167,7 +166,7 @@ class _Extract:
 
         from dfray.extract import VideoExtractor, extract_schema
 
-        _setup_worker(plan.threads)
+        _setup_worker(plan.threads, tracker)
         self.tracker = tracker
         self.pngs = pngs
         self.schema = _png_schema(extract_schema()) if pngs else extract_schema()
@@ -185,7 +184,7 @@ class _Extract:
             max_attempts=cfg.max_attempts,
             on_start=on_start,
         )
-        tracker.ran_on.remote("extract", device_name(device), _this_actor())
+        tracker.ran_on.remote("extract", device_name(device))
 
     def __call__(self, batch):
         import pyarrow as pa
@@ -225,7 +224,7 @@ class _Score:
     def __init__(self, cfg: RunConfig, tracker, plan: StagePlan, use_gpu: bool):
         from dfray.score import EnsembleScorer
 
-        _setup_worker(plan.threads)
+        _setup_worker(plan.threads, tracker)
         self.tracker = tracker
         self.max_attempts = cfg.max_attempts
         device = _device(cfg.device, use_gpu)
@@ -241,7 +240,7 @@ class _Score:
             storage=cfg.storage,
             runtime=cfg.cpu_runtime,
         )
-        tracker.ran_on.remote("score", device_name(device), _this_actor())
+        tracker.ran_on.remote("score", device_name(device))
 
     key = "score"  # the attempt counter's key prefix
 
