@@ -469,18 +469,17 @@ def summarize(pipe: dict, ref: dict, check: dict, cores: int) -> dict:
     # stage seconds: those are wall times, and with each pool able to fill the machine
     # (dfray/layout.py) they include waiting for a core the other pool holds.
     cpu = pipe["cpu_s"]
+    row_sum = _sum(pipe_stage)
+    shares = {s: (v / row_sum if v and row_sum else 0.0) for s, v in pipe_stage.items()}
     stage_cpu = {"extract": cpu.get("extract_actors", 0.0) / n, "score": cpu.get("score_actors", 0.0) / n}
     if cpu.get("fused_actors"):
         # one pool holds both stages (dfray/layout.py, CPU-only nodes): its CPU is split by
         # the rows' stage seconds (one thread per actor, one actor per core: wall ~ CPU)
-        row_sum = _sum(pipe_stage) or 1.0
-        e_share = ((pipe_stage["decode"] or 0.0) + (pipe_stage["detect"] or 0.0)) / row_sum
+        e_share = shares["decode"] + shares["detect"]
         stage_cpu = {"extract": cpu["fused_actors"] * e_share / n,
                      "score": cpu["fused_actors"] * (1 - e_share) / n}
     per_video = sum(stage_cpu.values())
     bound = cores / per_video if per_video > 0 else None
-    row_sum = _sum(pipe_stage)
-    shares = {s: (v / row_sum if v and row_sum else 0.0) for s, v in pipe_stage.items()}
     cpu_shares = {s: (v / per_video if per_video else 0.0) for s, v in stage_cpu.items()}
     limiting = max(cpu_shares, key=cpu_shares.get)
     # a pool cannot go faster than the cores its actors can hold / its CPU cost per video

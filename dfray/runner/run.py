@@ -155,14 +155,10 @@ def _execute(cfg, kind, source, folder, done, prog, governor, detectors, calib, 
             # only if it is done already: on CPU nodes the costs no longer size the pools
             # (dfray.layout), so waiting for them would only delay the run
             costs = calib.costs()
+        costs = costs or DEFAULT_COSTS
         nodes = _Nodes()
-        layout = _layout(cfg, kind, source, _cluster(governor), detectors, costs or DEFAULT_COSTS)
-        if calib is not None:
-            done = done | {calib.video_id}  # its row comes from the child
-        ds, passthrough = _dataset(cfg, kind, source, folder, done, layout, tracker)
-        if passthrough:
-            writer.add(passthrough)
-            prog.add(passthrough)
+        child = {calib.video_id} if calib is not None else set()  # its row comes from the child
+        done = done | child
         state = {"stop": False, "lost": False}
         finish = cache.finish_row if kind == "extract" else (lambda r: r)
 
@@ -188,7 +184,14 @@ def _execute(cfg, kind, source, folder, done, prog, governor, detectors, calib, 
             state["lost"] = nodes.lost()  # the budget first: a stopping run is not re-planned
             return state["lost"]
 
-        while ds is not None:
+        while True:
+            layout = _layout(cfg, kind, source, _cluster(governor), detectors, costs)
+            ds, passthrough = _dataset(cfg, kind, source, folder, done, layout, tracker)
+            if passthrough:
+                writer.add(passthrough)
+                prog.add(passthrough)
+            if ds is None:
+                break
             stopped = driver.drive(ds, on_rows, on_tick)
             if not state["lost"] or state["stop"]:
                 break
@@ -197,18 +200,13 @@ def _execute(cfg, kind, source, folder, done, prog, governor, detectors, calib, 
             # them, and their queued work would wait for ever; so the run stops this
             # pipeline, plans the pools again on the nodes that are left and goes on with
             # the videos that have no row yet (work in flight is done again).
+            log.warning("a node left the cluster: the pools are planned again on the %d "
+                        "node(s) left", len(nodes.ids))
             state["lost"], stopped = False, False
             pipeline.stop_pools(tracker)
             writer.flush()
-            done = folder.done_ids() | ({calib.video_id} if calib is not None else set())
+            done = folder.done_ids() | child
             replans += 1
-            layout = _layout(cfg, kind, source, _cluster(governor), detectors,
-                             costs or DEFAULT_COSTS)
-            log.warning("a node left the cluster: the pools are planned again on the %d "
-                        "node(s) left (%s extract, %s score actors)", len(nodes.ids),
-                        layout.extract.actors if layout.extract else 0,
-                        layout.score.actors if layout.score else 0)
-            ds, _ = _dataset(cfg, kind, source, folder, done, layout, tracker)
         if calib is not None and not calib.taken and not stopped:
             prog.phase("waiting for the calibration video")
             rows = calib.take_row(wait_s=cfg.video_timeout_s + 120)
