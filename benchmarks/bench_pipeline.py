@@ -150,18 +150,24 @@ class Timeline:
 
 
 class RayCpuSampler:
-    """CPU seconds of the Ray processes this script started, sampled every `every_s`.
+    """CPU seconds of Ray's processes on this machine and of this script's children,
+    sampled every `every_s`.
 
     With a local Ray started by this process, raylet, GCS and every Ray worker are its
-    descendants; actor workers carry their class in their process title
-    (`ray::MapWorker(MapBatches(_Extract))`). CPU of a process after its last sample is
-    lost (at most `every_s` each). Finds nothing on a remote cluster (`--address`).
+    descendants; with `cluster` (a Ray started by `ray start --head` on this machine,
+    `--address`), also this user's processes that are Ray's: `raylet`, `gcs_server`,
+    `ray::…` workers and the Python daemons inside the ray package, and their children.
+    Actor workers carry their class in their process title
+    (`ray::MapWorker(MapBatches(_Extract))`); the calibration child (dfray.calibration) is
+    the script's multiprocessing child. CPU of a process after its last sample is lost (at
+    most `every_s` each). Finds only this script's children on a remote cluster.
     """
 
-    def __init__(self, every_s: float = 0.5):
+    def __init__(self, every_s: float = 0.5, cluster: bool = False):
         import threading
 
         self.every_s = every_s
+        self.cluster = cluster
         self.cpu: dict[int, tuple[str, float]] = {}  # pid -> (kind, cumulative CPU s)
         self.titles: dict[int, str] = {}  # pid -> its process title (a Ray one once it has one)
         self.series: list[tuple[float, dict[str, float]]] = []  # (perf_counter, totals)
@@ -170,6 +176,8 @@ class RayCpuSampler:
 
     @staticmethod
     def _kind(title: str) -> str:
+        if "multiprocessing.spawn" in title:
+            return "calibration"
         if "_ExtractScore" in title:
             return "fused_actors"
         if "_Extract" in title:
@@ -181,11 +189,13 @@ class RayCpuSampler:
     def _sample(self) -> None:
         import psutil
 
-        me = psutil.Process()
-        for p in me.children(recursive=True):
+        for p in self._processes():
             try:
                 with p.oneshot():
-                    title = " ".join(p.cmdline()[:1])
+                    cmd = p.cmdline()
+                    title = " ".join(cmd[:1])
+                    if "multiprocessing.spawn" in " ".join(cmd):
+                        title = "dfray-calibration (multiprocessing.spawn)"
                     t = p.cpu_times()
                 kind = self._kind(title)
                 prev = self.cpu.get(p.pid)
@@ -199,6 +209,23 @@ class RayCpuSampler:
                 continue
         if hasattr(self, "base"):
             self.series.append((time.perf_counter(), self.totals()))
+
+    def _processes(self) -> list:
+        import psutil
+
+        found = {p.pid: p for p in psutil.Process().children(recursive=True)}
+        if self.cluster:
+            uid = os.getuid()
+            for p in psutil.process_iter(["cmdline", "uids"]):
+                try:
+                    cmd = p.info["cmdline"] or []
+                    if p.info["uids"].real != uid or not _is_ray(cmd):
+                        continue
+                    found[p.pid] = p
+                    found.update((c.pid, c) for c in p.children(recursive=True))
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+        return list(found.values())
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -226,6 +253,15 @@ class RayCpuSampler:
         return out
 
 
+def _is_ray(cmdline: list[str]) -> bool:
+    """A process of a local Ray cluster: its daemons, its workers, its Python services."""
+    if not cmdline:
+        return False
+    head = cmdline[0]
+    return (head.startswith("ray::") or os.path.basename(head) in ("raylet", "gcs_server")
+            or any(f"{os.sep}ray{os.sep}" in a and a.endswith(".py") for a in cmdline[:3]))
+
+
 def _short_title(title: str) -> str:
     """`raylet`, `gcs_server`, `ray::IDLE`, `ray::MapWorker(MapBatches(_Extract))`: a
     process's name without its folder and arguments."""
@@ -242,8 +278,10 @@ def run_pipeline(
     score_batch_videos: int | None = None,
     startup_run: bool = True,
     cpu_runtime: str = "torch",
+    address: str | None = None,
 ) -> dict:
-    """ray.init, then (optionally) a 1-video run, then the full run, each a fresh run id.
+    """ray.init (or, with `address`, connect to a running Ray), then (optionally) a
+    1-video run, then the full run, each a fresh run id.
 
     The 1-video run measures the fixed cost of a run_scoring call (listing, run folder,
     Ray Data planning, worker and actor start, model loads, final writes): its wall time
@@ -266,9 +304,10 @@ def run_pipeline(
         decode=DecodeConfig(n_frames=frames),
         device=device,
         cpu_runtime=cpu_runtime,
+        address=address,
         **kw,
     )
-    was_up = ray.is_initialized()
+    was_up = ray.is_initialized() or bool(address)
     t0 = time.perf_counter()
     init_ray(cfg.address)  # run_scoring skips its own ray.init when Ray is up
     ray_init_s = time.perf_counter() - t0
@@ -283,7 +322,7 @@ def run_pipeline(
 
     timeline = Timeline()
     c0 = time.process_time()
-    with RayCpuSampler() as sampler:
+    with RayCpuSampler(cluster=bool(address)) as sampler:
         t2 = time.perf_counter()
         result = run_scoring(cfg, progress=False, governor=timeline)
         t3 = time.perf_counter()
@@ -464,20 +503,20 @@ def summarize(pipe: dict, ref: dict, check: dict, cores: int) -> dict:
     ref_incl = n_ref / ref["wall_s"]
     ref_excl = n_ref / ref["loop_s"]
 
-    # The bound from the stages' own costs: CPU seconds of the extract and score actor
-    # processes per video (their start-up — imports, model loads — included). Not the rows'
-    # stage seconds: those are wall times, and with each pool able to fill the machine
-    # (dfray/layout.py) they include waiting for a core the other pool holds.
+    # The bound from the stages' own costs: CPU seconds per video of the processes that ran
+    # the stages (their start-up — imports, model loads — included): the actor pools, and
+    # the calibration child, which does the run's first video outside Ray (dfray/layout.py).
+    # Not the rows' stage seconds: those are wall times, and with each pool able to fill
+    # the machine they include waiting for a core the other pool holds.
     cpu = pipe["cpu_s"]
     row_sum = _sum(pipe_stage)
     shares = {s: (v / row_sum if v and row_sum else 0.0) for s, v in pipe_stage.items()}
-    stage_cpu = {"extract": cpu.get("extract_actors", 0.0) / n, "score": cpu.get("score_actors", 0.0) / n}
-    if cpu.get("fused_actors"):
-        # one pool holds both stages (dfray/layout.py, CPU-only nodes): its CPU is split by
-        # the rows' stage seconds (one thread per actor, one actor per core: wall ~ CPU)
-        e_share = shares["decode"] + shares["detect"]
-        stage_cpu = {"extract": cpu["fused_actors"] * e_share / n,
-                     "score": cpu["fused_actors"] * (1 - e_share) / n}
+    # a process that ran both stages (the one pool of CPU-only nodes, the calibration
+    # child) has its CPU split by the rows' stage seconds (one thread: wall ~ CPU)
+    e_share = shares["decode"] + shares["detect"]
+    both = cpu.get("fused_actors", 0.0) + cpu.get("calibration", 0.0)
+    stage_cpu = {"extract": (cpu.get("extract_actors", 0.0) + both * e_share) / n,
+                 "score": (cpu.get("score_actors", 0.0) + both * (1 - e_share)) / n}
     per_video = sum(stage_cpu.values())
     bound = cores / per_video if per_video > 0 else None
     cpu_shares = {s: (v / per_video if per_video else 0.0) for s, v in stage_cpu.items()}
@@ -603,11 +642,12 @@ def format_report(s: dict) -> str:
            if pc.get("fused_actors") else
            f"extract actors {_f(pc.get('extract_actors'))}, score actors "
            f"{_f(pc.get('score_actors'))}, ")
+        + (f"calibration child {_f(pc.get('calibration'))}, " if pc.get("calibration") else "")
         + f"other Ray {_f(pc.get('other_ray'))}, driver {_f(pc.get('driver'))}; "
         f"reference {_f(r['process_cpu_s_per_video'])} ({r['workers']} worker threads, "
         f"{r['threads']} torch threads)",
         f"bound: {s['n_cores']} cores / {_f(b['cpu_s_per_video'])} CPU s per video of the "
-        f"stage actors = {_f(b['videos_per_s'])} videos/s; limiting stage: "
+        f"stage processes = {_f(b['videos_per_s'])} videos/s; limiting stage: "
         f"{b['limiting_stage']} ({b['cpu_shares'][b['limiting_stage']]:.0%} of the work); "
         f"pool caps: extract {_f(caps['extract'])} ({p['extract_actors_max']} actors), score "
         f"{_f(caps['score'])} ({p['score_actors_max']} actors) videos/s",
@@ -720,6 +760,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="skip the 1-video run that measures start-up (no figures excluding start-up)",
     )
+    ap.add_argument(
+        "--address",
+        default=None,
+        help="run the pipeline on this running Ray (e.g. auto, after `ray start --head` "
+        "on this machine) instead of starting one: the start-up of a run on a warm local "
+        "cluster, as with `ray job submit`; its idle daemons run beside the reference too",
+    )
     ap.add_argument("--quiet", action="store_true", help="no per-video progress lines")
     args = ap.parse_args(argv)
     if args.videos < 1 or args.frames < 1 or args.max_height < 64:
@@ -811,6 +858,7 @@ def main(argv=None) -> int:
         args.score_batch_videos,
         startup_run=not args.no_startup_run,
         cpu_runtime=args.cpu_runtime,
+        address=args.address,
     )
     log(f"[bench] pipeline done in {pipe['wall_s']:.1f} s -> {pipe['run_dir']}")
 

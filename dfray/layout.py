@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass
 
 from dfray.stage import Resources
 
-READ_CPU = 0.05  # logical CPU of Ray Data's read tasks
+READ_CPU = 0.05  # logical CPU of Ray Data's read tasks (runs over a face cache)
 DRIVER_CPU = 0.1  # held back for the driver and Ray's own processes
 
 
@@ -95,6 +95,12 @@ class Layout:
                          threads=e.threads)
 
 
+def _down(cpus: float) -> float:
+    """A per-actor reservation to 3 decimals, rounded down: the actors' reservations
+    together never exceed what the plan gave them."""
+    return math.floor(cpus * 1e3 + 1e-9) / 1e3
+
+
 def plan_layout(
     costs: StageCosts,
     cpus: float,
@@ -114,7 +120,8 @@ def plan_layout(
     use_gpu = gpus > 0 and ((extract and extract.gpus) or (score and score.gpus))
     if use_gpu:
         return _gpu_layout(costs, cpus, gpus, extract, score, max_extract, max_score)
-    usable = max(1.0, cpus - DRIVER_CPU - (READ_CPU * 2 if extract else READ_CPU))
+    # a face-cache scoring run has read tasks; a corpus run none (its actors read the todo)
+    usable = max(1.0, cpus - DRIVER_CPU - (0.0 if extract else READ_CPU))
     e_cost = costs.extract_s if extract else 0.0
     s_cost = costs.score_s if score else 0.0
     total = e_cost + s_cost
@@ -136,7 +143,7 @@ def plan_layout(
         if cap:
             n = min(n, cap)
         threads = max(1, round(cpus / n))
-        plans[name] = StagePlan(actors=n, cpus=round(max(share, 0.05) * usable / n, 3),
+        plans[name] = StagePlan(actors=n, cpus=_down(max(share, 0.05) * usable / n),
                                 gpus=0.0, threads=threads)
     bound = cpus / total if total > 0 else None
     e, s = plans["extract"], plans["score"]
@@ -153,15 +160,15 @@ def _gpu_layout(costs, cpus, gpus, extract, score, max_extract, max_score) -> La
     extract_plan = None
     if extract:
         # one decoder per core the score actors leave; their reservations give the driver
-        # and the read tasks their slice (4 vCPUs, one GPU: 3 decoders at 0.95 CPU each)
+        # its slice (4 vCPUs, one GPU: 3 decoders at 0.967 CPU each)
         left = cpus - (n_s if score else 0)
         n_e = max(1, math.floor(left + 1e-9))
         if max_extract:
             n_e = min(n_e, max_extract)
-        cpu_each = min(1.0, max(0.05, (left - DRIVER_CPU - READ_CPU * 2) / n_e))
+        cpu_each = min(1.0, max(0.05, (left - DRIVER_CPU) / n_e))
         room = gpus - (score_plan.gpus * n_s if score_plan else 0.0)
         gpu_each = min(extract.gpus, max(0.01, room / n_e))
-        extract_plan = StagePlan(actors=n_e, cpus=round(cpu_each, 3), gpus=round(gpu_each, 3),
+        extract_plan = StagePlan(actors=n_e, cpus=_down(cpu_each), gpus=round(gpu_each, 3),
                                  threads=1)
     # on GPUs the CPU side (decode) bounds the node: extract actors / decode cost
     bound = (extract_plan.actors / costs.extract_s) if extract_plan and costs.extract_s else None

@@ -39,7 +39,7 @@ def test_node_removed_mid_run(cluster, corpus_copy, tmp_path):
     assert set(doc["stats"]["devices"]) == {"extract", "score"}
     assert all(set(per) == {"cpu"} for per in doc["stats"]["devices"].values())
     assert doc["state"] == "complete"
-    # one video per read task here (driver.todo_groups), so the node left mid-work: the
+    # one video per task here (driver.todo_groups), so the node left mid-work: the
     # driver planned the pools again on the node that was left (a lost node's actors have
     # nowhere to restart, and their queued videos would wait for ever)
     assert doc["attempts"][-1]["replanned_after_node_loss"] >= 1

@@ -18,14 +18,14 @@ from dfray import results, storage
 _END = object()
 
 
-TODO_GROUP = 8  # at most this many videos per row group of _todo.parquet (one read task)
+TODO_GROUP = 8  # at most this many videos per row group of _todo.parquet (one pool task)
 TASKS_PER_ACTOR = 4  # groups shrink so that what is left makes this many per extract actor
 
 
 def todo_groups(n_todo: int, actors: int) -> list[int]:
-    """Videos per read task, in todo order: each group is what is left divided by
-    TASKS_PER_ACTOR per extract actor, between 1 and TODO_GROUP (guided self-scheduling).
-    A task's videos reach the next stage together and its actor works through them in
+    """Videos per task of the extract pool, in todo order: each group is what is left
+    divided by TASKS_PER_ACTOR per extract actor, between 1 and TODO_GROUP (guided
+    self-scheduling). One actor reads a task's group and works through its videos in
     turn, so long lists get few tasks, and the last tasks are single videos: no actor is
     left working through a big group while the others idle."""
     sizes, left = [], n_todo
@@ -39,7 +39,7 @@ def todo_groups(n_todo: int, actors: int) -> list[int]:
 def write_todo(folder: results.RunFolder, done: set[str], limit: int | None,
                actors: int = 1):
     """Stream manifest rows without a final row into _todo.parquet, one row group per
-    read task (`todo_groups` for `actors` extract actors); (uri, n_todo, n_total)."""
+    task (`todo_groups` for `actors` extract actors); (uri, n_todo, n_total)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

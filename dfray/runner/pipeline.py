@@ -161,7 +161,7 @@ class _Extract:
     With `pngs`, faces leave as PNG-encoded margin crops (a face-cache build)."""
 
     def __init__(self, cfg: RunConfig, tracker, plan: StagePlan, use_gpu: bool,
-                 pngs: bool = False):
+                 pngs: bool = False, todo_uri: str | None = None):
         import ray
 
         from dfray.extract import VideoExtractor, extract_schema
@@ -169,6 +169,7 @@ class _Extract:
         _setup_worker(plan.threads, tracker)
         self.tracker = tracker
         self.pngs = pngs
+        self.todo = (todo_uri, cfg.storage) if todo_uri else None
         self.schema = _png_schema(extract_schema()) if pngs else extract_schema()
 
         def on_start(vid: str) -> int:
@@ -189,14 +190,14 @@ class _Extract:
     def __call__(self, batch):
         import pyarrow as pa
 
-        out = []
-        for row in batch.to_pylist():
+        if self.todo is not None:  # a batch of row-group numbers of the todo file
+            batch = _read_todo_groups(batch, *self.todo)
+        for row in batch.to_pylist():  # a video at a time: no group held in memory
             r = self.stage(row)
             if self.pngs:
                 r = _to_pngs(r)
-            out.append(r)
             self.tracker.end.remote(f"extract/{row['video_id']}")
-        return pa.Table.from_pylist(out, schema=self.schema)
+            yield pa.Table.from_pylist([r], schema=self.schema)
 
 
 def _png_schema(schema):
@@ -280,12 +281,14 @@ class _ExtractScore:
     dfray.layout). A detector that kills the actor costs the video its extraction too;
     the two attempt counters stay apart (extract's ends before scoring starts)."""
 
-    def __init__(self, cfg: RunConfig, tracker, plan: StagePlan, use_gpu: bool):
-        self.extract = _Extract(cfg, tracker, plan, use_gpu)
+    def __init__(self, cfg: RunConfig, tracker, plan: StagePlan, use_gpu: bool,
+                 todo_uri: str | None = None):
+        self.extract = _Extract(cfg, tracker, plan, use_gpu, todo_uri=todo_uri)
         self.score = _Score(cfg, tracker, plan, use_gpu)
 
     def __call__(self, batch):
-        return self.score(self.extract(batch))
+        for videos in self.extract(batch):
+            yield self.score(videos)
 
 
 # what one ensemble of a group adds to a row (the rest of its row is the cache's)
@@ -389,30 +392,25 @@ def corpus_dataset(cfg: RunConfig, todo_uri: str, layout: Layout, tracker,
                    resources: dict, *, fixed: bool = True, pngs: bool = False):
     """The lazy pipeline over the todo rows of a corpus (nothing runs until iterated).
     Without a score plan in `layout` it stops after extraction (a face-cache build)."""
-    # One small read task per row group of the todo file (a few videos each): one failed
-    # task re-runs few videos, the pool balances load, and no shuffle task needs a core.
+    # One task per row group of the todo file (a few videos each, driver.todo_groups): one
+    # failed task re-runs few videos and the pool balances load. The blocks hold only the
+    # row-group numbers; the extract actor reads its group's rows itself, so there are no
+    # read tasks: no worker processes besides the pools' (their start-up and per-task CPU
+    # was ~2% of a 2-core run, benchmarks/RESULTS.md) and no core to schedule them on.
     import pyarrow.parquet as pq
     import ray.data
 
     fs, path = storage.filesystem(todo_uri, cfg.storage)
     with fs.open_input_file(path) as f:
         n_groups = pq.ParquetFile(f).num_row_groups
-    # from_items, not range: range is a read op that holds a whole CPU per task, which the
-    # fixed actor pools have already taken (the pipeline would wait forever)
     items = [{"id": i} for i in range(n_groups)]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, n_groups)).map_batches(
-        _read_todo_groups,
-        fn_kwargs={"uri": todo_uri, "store": cfg.storage},
-        batch_size=1,
-        batch_format="pyarrow",
-        num_cpus=READ_CPU,
-    )
+    ds = ray.data.from_items(items, override_num_blocks=max(1, n_groups))
     if layout.fused and layout.score is not None and not pngs:
         plan = layout.fused_plan()
         return ds.map_batches(
             _ExtractScore,
             fn_constructor_kwargs={"cfg": cfg, "tracker": tracker, "plan": plan,
-                                   "use_gpu": layout.use_gpu},
+                                   "use_gpu": layout.use_gpu, "todo_uri": todo_uri},
             batch_size=1,
             batch_format="pyarrow",
             **_actor_kw(plan, resources["extract"].memory_mb + resources["score"].memory_mb,
@@ -421,7 +419,7 @@ def corpus_dataset(cfg: RunConfig, todo_uri: str, layout: Layout, tracker,
     ds = ds.map_batches(
         _Extract,
         fn_constructor_kwargs={"cfg": cfg, "tracker": tracker, "plan": layout.extract,
-                               "use_gpu": layout.use_gpu, "pngs": pngs},
+                               "use_gpu": layout.use_gpu, "pngs": pngs, "todo_uri": todo_uri},
         batch_size=1,
         batch_format="pyarrow",
         **_actor_kw(layout.extract, resources["extract"].memory_mb, fixed),
