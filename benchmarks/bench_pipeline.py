@@ -168,6 +168,7 @@ class RayCpuSampler:
 
         self.every_s = every_s
         self.cluster = cluster
+        self.roots: list[int] = []
         self.cpu: dict[int, tuple[str, float]] = {}  # pid -> (kind, cumulative CPU s)
         self.titles: dict[int, str] = {}  # pid -> its process title (a Ray one once it has one)
         self.series: list[tuple[float, dict[str, float]]] = []  # (perf_counter, totals)
@@ -211,27 +212,46 @@ class RayCpuSampler:
             self.series.append((time.perf_counter(), self.totals()))
 
     def _processes(self) -> list:
+        """This script's descendants and (`cluster`) those of the Ray processes found
+        when sampling began: one pass over the process table's parent ids a sample (the
+        cheap attribute; command lines only of the processes kept)."""
         import psutil
 
-        found = {p.pid: p for p in psutil.Process().children(recursive=True)}
-        if self.cluster:
-            uid = os.getuid()
-            for p in psutil.process_iter(["cmdline", "uids"]):
-                try:
-                    cmd = p.info["cmdline"] or []
-                    if p.info["uids"].real != uid or not _is_ray(cmd):
-                        continue
-                    found[p.pid] = p
-                    found.update((c.pid, c) for c in p.children(recursive=True))
-                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                    continue
-        return list(found.values())
+        kids: dict[int, list] = {}
+        for p in psutil.process_iter(["ppid"]):
+            kids.setdefault(p.info["ppid"], []).append(p)
+        found, todo = [], [os.getpid(), *self.roots]
+        seen = set(todo)
+        found += [p for p in map(_process, self.roots) if p is not None]
+        while todo:
+            for c in kids.get(todo.pop(), []):
+                if c.pid not in seen:
+                    seen.add(c.pid)
+                    found.append(c)
+                    todo.append(c.pid)
+        return found
+
+    def _cluster_roots(self) -> list[int]:
+        """This user's Ray processes not started by this script (a `ray start` cluster)."""
+        import psutil
+
+        uid, mine = os.getuid(), {c.pid for c in psutil.Process().children(recursive=True)}
+        roots = []
+        for p in psutil.process_iter(["cmdline", "uids", "ppid"]):
+            try:
+                if (p.pid not in mine and p.info["uids"].real == uid
+                        and _is_ray(p.info["cmdline"] or [])):
+                    roots.append(p.pid)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return roots
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
             self._sample()
 
     def __enter__(self):
+        self.roots = self._cluster_roots() if self.cluster else []
         self._sample()
         self.base = dict(self.cpu)  # processes already running: count only their increase
         self._thread.start()
@@ -251,6 +271,15 @@ class RayCpuSampler:
             key = self.titles.get(pid, kind) if by_title else kind
             out[key] = out.get(key, 0.0) + cpu - base
         return out
+
+
+def _process(pid: int):
+    import psutil
+
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
 
 
 def _is_ray(cmdline: list[str]) -> bool:
