@@ -133,6 +133,13 @@ class Progress:
             text += f" | {self._phase}"
         return text
 
+    def due(self) -> bool:
+        """Whether `maybe_print` would show something now (the runner fetches the figures
+        that cost a round trip, such as `extracted`, only then)."""
+        if not self.enabled:
+            return False
+        return self._bar is not None or time.monotonic() - self._last >= self.every_s
+
     def maybe_print(self, force: bool = False) -> None:
         if not self.enabled:
             return

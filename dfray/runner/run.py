@@ -177,8 +177,9 @@ def _execute(cfg, kind, source, folder, done, prog, governor, detectors, calib, 
                 rows = calib.take_row()
                 writer.add(rows)
                 prog.add(rows)
-            prog.extracted = _extracted(tracker, prog)
-            prog.maybe_print()
+            if prog.due():  # a round trip to the tracker: only for a line that is shown
+                prog.extracted = _extracted(tracker, prog)
+                prog.maybe_print()
             if _budget_stop(governor, prog, state):
                 return True
             state["lost"] = nodes.lost()  # the budget first: a stopping run is not re-planned
