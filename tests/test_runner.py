@@ -122,6 +122,30 @@ def test_s3_corpus_and_outputs(tiny_corpus, s3, moto_server, random_config):
 
 
 
+def test_todo_lists_the_largest_videos_first_within_limit_and_without_done(tmp_path):
+    import pyarrow.parquet as pq
+
+    from dfray.config import StorageConfig
+    from dfray.corpus import build_manifest
+    from dfray.results import RunFolder
+    from dfray.runner.driver import write_todo
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    sizes = {"a": 300, "b": 100, "c": 900, "d": 500, "e": 700, "f": 200}  # listing order a..f
+    for name, n in sizes.items():
+        (corpus / f"{name}.mp4").write_bytes(b"x" * n)
+    folder = RunFolder.at(str(tmp_path / "run"))
+    build_manifest(str(corpus), folder.manifest, StorageConfig())
+    uri, n_todo, n_total = write_todo(folder, done={"d.mp4"}, limit=5, actors=1)
+    f = pq.ParquetFile(uri)
+    ids = f.read().column("video_id").to_pylist()
+    # the first 5 of the manifest less the done one, largest file first (the cheap ones
+    # are the single-video tasks at the end)
+    assert (n_todo, n_total) == (4, 5) and ids == ["c.mp4", "e.mp4", "a.mp4", "b.mp4"]
+    assert [f.metadata.row_group(i).num_rows for i in range(f.num_row_groups)] == [1, 1, 1, 1]
+
+
 def test_todo_groups_shrink_towards_the_end_of_the_list():
     from dfray.runner.driver import TASKS_PER_ACTOR, TODO_GROUP, todo_groups
 

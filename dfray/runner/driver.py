@@ -38,39 +38,33 @@ def todo_groups(n_todo: int, actors: int) -> list[int]:
 
 def write_todo(folder: results.RunFolder, done: set[str], limit: int | None,
                actors: int = 1):
-    """Stream manifest rows without a final row into _todo.parquet, one row group per
-    task (`todo_groups` for `actors` extract actors); (uri, n_todo, n_total)."""
+    """Write the manifest rows without a final row (of the first `limit`) to
+    _todo.parquet, largest file first, one row group per task (`todo_groups` for `actors`
+    extract actors); (uri, n_todo, n_total).
+
+    Largest first (longest processing time first): a video's cost grows with its frames'
+    size and number, and so, roughly, does its file; the single-video tasks at the end of
+    the list are then the cheap ones, and the last video, which one actor works on while
+    the others have nothing left, is short."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    ids = results.read_manifest(folder, columns=["video_id"]).column("video_id").to_pylist()
-    sizes = todo_groups(sum(1 for v in ids[:limit] if v not in done), actors)
-    fs, path = storage.filesystem(folder.manifest, folder.cfg)
+    t = results.read_manifest(folder)
+    if limit is not None:
+        t = t.slice(0, max(0, limit))
+    n_total = t.num_rows
+    t = t.filter(pc.invert(pc.is_in(t["video_id"], value_set=pa.array(sorted(done), pa.string()))))
+    if "size_bytes" in t.column_names:
+        t = t.take(pc.sort_indices(t, sort_keys=[("size_bytes", "descending")]))  # nulls last
     todo_uri = storage.join(folder.root, "_todo.parquet")
     tfs, tpath = storage.filesystem(todo_uri, folder.cfg)
-    n_todo = n_total = 0
-    with fs.open_input_file(path) as f:
-        src = pq.ParquetFile(f)
-        with tfs.open_output_stream(tpath) as sink, pq.ParquetWriter(sink, src.schema_arrow) as w:
-            held, k = src.schema_arrow.empty_table(), 0
-            for i in range(src.num_row_groups):
-                t = src.read_row_group(i)
-                if limit is not None:
-                    t = t.slice(0, max(0, limit - n_total))
-                n_total += t.num_rows
-                keep = [v not in done for v in t.column("video_id").to_pylist()]
-                t = t.filter(pa.array(keep, pa.bool_()))
-                n_todo += t.num_rows
-                held = pa.concat_tables([held, t])
-                while k < len(sizes) and held.num_rows >= sizes[k]:
-                    size, k = sizes[k], k + 1
-                    w.write_table(held.slice(0, size), row_group_size=size)
-                    held = held.slice(size)
-                if limit is not None and n_total >= limit:
-                    break
-            if held.num_rows:  # only if the manifest changed under us
-                w.write_table(held)
-    return todo_uri, n_todo, n_total
+    with tfs.open_output_stream(tpath) as sink, pq.ParquetWriter(sink, t.schema) as w:
+        start = 0
+        for size in todo_groups(t.num_rows, actors):
+            w.write_table(t.slice(start, size), row_group_size=size)
+            start += size
+    return todo_uri, t.num_rows, n_total
 
 
 def delete_quietly(uri: str, cfg) -> None:
