@@ -237,7 +237,7 @@ class RayCpuSampler:
 
         uid, mine = os.getuid(), {c.pid for c in psutil.Process().children(recursive=True)}
         roots = []
-        for p in psutil.process_iter(["cmdline", "uids", "ppid"]):
+        for p in psutil.process_iter(["cmdline", "uids"]):
             try:
                 if (p.pid not in mine and p.info["uids"].real == uid
                         and _is_ray(p.info["cmdline"] or [])):

@@ -54,7 +54,7 @@ def write_todo(folder: results.RunFolder, done: set[str], limit: int | None,
     if limit is not None:
         t = t.slice(0, max(0, limit))
     n_total = t.num_rows
-    t = t.filter(pc.invert(pc.is_in(t["video_id"], value_set=pa.array(sorted(done), pa.string()))))
+    t = t.filter(pc.invert(pc.is_in(t["video_id"], value_set=pa.array(list(done), pa.string()))))
     if "size_bytes" in t.column_names:
         t = t.take(pc.sort_indices(t, sort_keys=[("size_bytes", "descending")]))  # nulls last
     todo_uri = storage.join(folder.root, "_todo.parquet")
