@@ -123,6 +123,7 @@ def _run_leased(cfg, kind, progress, governor, verbose, costs_from) -> RunResult
     calib = _start_calibration(cfg, folder, done, source, kind, costs_from, previous)
     prog.phase("starting Ray")
     starter.wait()
+    prog.phase("starting the actor pools (model loads)")
     prog.start(n_total, sum(1 for v in wanted if v in done))
     state, attempt = _execute(cfg, kind, source, folder, done, prog, governor, detectors,
                               calib, costs_from, previous, t_start)
