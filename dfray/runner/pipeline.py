@@ -161,7 +161,7 @@ class _Extract:
     With `pngs`, faces leave as PNG-encoded margin crops (a face-cache build)."""
 
     def __init__(self, cfg: RunConfig, tracker, plan: StagePlan, use_gpu: bool,
-                 pngs: bool = False, todo_uri: str | None = None):
+                 todo_uri: str, pngs: bool = False):
         import ray
 
         from dfray.extract import VideoExtractor, extract_schema
@@ -169,7 +169,7 @@ class _Extract:
         _setup_worker(plan.threads, tracker)
         self.tracker = tracker
         self.pngs = pngs
-        self.todo = (todo_uri, cfg.storage) if todo_uri else None
+        self.todo = (todo_uri, cfg.storage)  # the run's todo file: each batch names row groups
         self.schema = _png_schema(extract_schema()) if pngs else extract_schema()
 
         def on_start(vid: str) -> int:
@@ -190,9 +190,8 @@ class _Extract:
     def __call__(self, batch):
         import pyarrow as pa
 
-        if self.todo is not None:  # a batch of row-group numbers of the todo file
-            batch = _read_todo_groups(batch, *self.todo)
-        for row in batch.to_pylist():  # a video at a time: no group held in memory
+        # the batch names row groups of the todo file; their videos leave one at a time
+        for row in _read_todo_groups(batch, *self.todo).to_pylist():
             r = self.stage(row)
             if self.pngs:
                 r = _to_pngs(r)
@@ -282,8 +281,8 @@ class _ExtractScore:
     the two attempt counters stay apart (extract's ends before scoring starts)."""
 
     def __init__(self, cfg: RunConfig, tracker, plan: StagePlan, use_gpu: bool,
-                 todo_uri: str | None = None):
-        self.extract = _Extract(cfg, tracker, plan, use_gpu, todo_uri=todo_uri)
+                 todo_uri: str):
+        self.extract = _Extract(cfg, tracker, plan, use_gpu, todo_uri)
         self.score = _Score(cfg, tracker, plan, use_gpu)
 
     def __call__(self, batch):
